@@ -1,0 +1,51 @@
+"""Shared helpers for the benchmarks: timing, peak memory, embedding quality."""
+
+from __future__ import annotations
+
+import resource
+import time
+from contextlib import contextmanager
+
+import numpy as np
+
+
+@contextmanager
+def timer(out: dict, key: str):
+    t0 = time.perf_counter()
+    yield
+    out[key] = time.perf_counter() - t0
+
+
+def peak_rss_gb() -> float:
+    """Peak resident memory of this process so far (Linux: ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def trustworthiness(reference: np.ndarray, embedding: np.ndarray, k: int = 15, max_cells: int = 5000, seed: int = 0) -> float:
+    """sklearn's trustworthiness on a fixed random subset (it is O(n^2) in memory)."""
+    from sklearn.manifold import trustworthiness as tw
+
+    idx = np.random.default_rng(seed).permutation(len(embedding))[:max_cells]
+    return float(tw(reference[idx], embedding[idx], n_neighbors=k))
+
+
+def knn_accuracy(embedding: np.ndarray, labels, k: int = 15) -> float:
+    """Fraction of cells whose label is the majority among their k nearest neighbours."""
+    from sklearn.neighbors import NearestNeighbors
+
+    codes = np.unique(np.asarray(labels), return_inverse=True)[1]
+    _, idx = NearestNeighbors(n_neighbors=k + 1).fit(embedding).kneighbors(embedding)
+    votes = codes[idx[:, 1:]]
+    majority = np.array([np.bincount(v).argmax() for v in votes])
+    return float((majority == codes).mean())
+
+
+def print_table(rows: list[dict], title: str) -> None:
+    cols = list(rows[0])
+    fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)  # noqa: E731
+    widths = [max(len(c), *(len(fmt(r.get(c, ""))) for r in rows)) for c in cols]
+    print(f"\n## {title}\n")
+    print("| " + " | ".join(c.ljust(w) for c, w in zip(cols, widths)) + " |")
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for r in rows:
+        print("| " + " | ".join(fmt(r.get(c, "")).ljust(w) for c, w in zip(cols, widths)) + " |")

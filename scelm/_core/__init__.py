@@ -1,0 +1,1 @@
+"""The engine: numpy, scipy and torch only, no AnnData."""

@@ -1,0 +1,89 @@
+"""UMAP's fuzzy kNN graph: reused from a connectivities matrix, or built here.
+
+Built graphs avoid ``sc.pp.neighbors``: with pynndescent 0.7 and scipy >= 1.17 it fails
+from 8,192 cells on (``csr_array`` has no ``getnnz``). We compute the kNN ourselves
+(exact chunked torch matmul up to ``exact_max`` cells, pynndescent above) and hand it to
+umap-learn's ``fuzzy_simplicial_set``, which is what scanpy does after its own kNN.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import sparse
+
+
+@dataclass
+class EdgeList:
+    """Undirected edges ``head < tail`` of a symmetric fuzzy graph, each pair once."""
+
+    head: np.ndarray  # int64
+    tail: np.ndarray  # int64
+    weight: np.ndarray  # float32
+    n_nodes: int
+
+
+def edges_from_connectivities(C) -> EdgeList:
+    """Edges of a connectivities matrix; symmetrised (a no-op for UMAP's graph), self-loops
+    and zeros dropped."""
+    if not sparse.issparse(C):
+        C = sparse.csr_matrix(np.asarray(C))
+    if C.shape[0] != C.shape[1]:
+        raise ValueError(f"Connectivities must be square, got shape {C.shape}.")
+    C = sparse.csr_matrix(C, dtype=np.float64)
+    if not np.all(np.isfinite(C.data)):
+        raise ValueError("Connectivities contain NaN or inf.")
+    upper = sparse.triu((C + C.T) * 0.5, k=1).tocoo()
+    keep = upper.data > 0
+    return EdgeList(
+        upper.row[keep].astype(np.int64), upper.col[keep].astype(np.int64),
+        upper.data[keep].astype(np.float32), C.shape[0],
+    )
+
+
+def exact_knn(x: np.ndarray, k: int, *, device) -> tuple[np.ndarray, np.ndarray]:
+    """Exact Euclidean kNN (self included, first) by chunked matmul and top-k."""
+    import torch
+
+    chunk = int(min(2048, max(64, 2**26 // x.shape[0])))  # <= 256 MB of distances at once
+    xt = torch.as_tensor(x, dtype=torch.float32, device=device)
+    sq = (xt * xt).sum(1)
+    idx_out, dist_out = [], []
+    for start in range(0, xt.shape[0], chunk):
+        q = xt[start : start + chunk]
+        d2 = sq[start : start + chunk, None] - 2.0 * (q @ xt.T) + sq[None, :]
+        rows = torch.arange(q.shape[0], device=device)
+        d2[rows, rows + start] = -1.0  # a cell is its own first neighbour, as in scanpy
+        vals, idx = torch.topk(d2, k, dim=1, largest=False)
+        dist_out.append(vals.clamp_min(0).sqrt().cpu())
+        idx_out.append(idx.cpu())
+    return torch.cat(idx_out).numpy().astype(np.int64), torch.cat(dist_out).numpy().astype(np.float32)
+
+
+def fuzzy_graph(
+    x: np.ndarray,
+    *,
+    n_neighbors: int,
+    random_state: int | None,
+    device,
+    exact_max: int = 50_000,
+):
+    """UMAP fuzzy simplicial set of the rows of ``x`` (cells x features), as CSR."""
+    from umap.umap_ import fuzzy_simplicial_set
+
+    n = x.shape[0]
+    if n_neighbors < 2 or n_neighbors > n:
+        raise ValueError(f"n_neighbors must be in [2, n_obs={n}], got {n_neighbors}.")
+    if n <= exact_max or device.type == "cuda":
+        knn_idx, knn_dist = exact_knn(x, n_neighbors, device=device)
+    else:
+        from pynndescent import NNDescent
+
+        index = NNDescent(x, n_neighbors=n_neighbors, random_state=random_state, n_jobs=-1)
+        knn_idx, knn_dist = index.neighbor_graph
+    rs = np.random.RandomState(0 if random_state is None else random_state)
+    graph, _, _ = fuzzy_simplicial_set(
+        x, n_neighbors, rs, "euclidean", knn_indices=knn_idx, knn_dists=knn_dist
+    )
+    return sparse.csr_matrix(graph)

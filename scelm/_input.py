@@ -1,0 +1,109 @@
+"""Reading the gene matrix a model uses out of an AnnData, with the checks users need."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+from scanpy import logging as logg
+from scipy import sparse
+
+
+def check_adata(adata) -> AnnData:
+    if not isinstance(adata, AnnData):
+        raise TypeError(f"Expected an AnnData object, got {type(adata).__name__}.")
+    if adata.n_obs == 0 or adata.n_vars == 0:
+        raise ValueError(f"AnnData is empty ({adata.n_obs} cells x {adata.n_vars} genes).")
+    return adata
+
+
+def resolve_use_raw(adata: AnnData, layer: str | None, use_raw: bool | None) -> bool:
+    """scanpy's rule: ``use_raw=None`` means ``.raw`` when it exists and no layer is given."""
+    if use_raw is None:
+        return adata.raw is not None and layer is None
+    if use_raw and layer is not None:
+        raise ValueError(f"Pass either layer={layer!r} or use_raw=True, not both.")
+    if use_raw and adata.raw is None:
+        raise ValueError("use_raw=True but adata.raw is None; set use_raw=False or store .raw first.")
+    return bool(use_raw)
+
+
+def source_matrix(adata: AnnData, *, layer: str | None, use_raw: bool):
+    """``(X, var_names)`` of ``.raw.X``, ``layers[layer]`` or ``.X``, not copied."""
+    if use_raw:
+        return adata.raw.X, adata.raw.var_names
+    if layer is not None:
+        if layer not in adata.layers:
+            raise KeyError(f"layer {layer!r} not found; available layers: {list(adata.layers.keys())}.")
+        return adata.layers[layer], adata.var_names
+    if adata.X is None:
+        raise ValueError("adata.X is None; pass layer= or use_raw=True.")
+    return adata.X, adata.var_names
+
+
+def gene_mask(adata: AnnData, var_names: pd.Index, mask_var) -> np.ndarray:
+    """Boolean mask over ``var_names`` from ``mask_var`` (scanpy's meaning).
+
+    ``None`` uses ``adata.var['highly_variable']`` when present (matched by gene name, so
+    it also applies to ``.raw``), else all genes. A string names a boolean ``var`` column;
+    an array is a boolean mask over the source genes.
+    """
+    if mask_var is None:
+        if "highly_variable" not in adata.var.columns:
+            return np.ones(len(var_names), dtype=bool)
+        mask_var = "highly_variable"
+    if isinstance(mask_var, str):
+        if mask_var not in adata.var.columns:
+            raise KeyError(f"mask_var={mask_var!r} is not a column of adata.var.")
+        col = adata.var[mask_var]
+        if col.dtype != bool:
+            raise TypeError(f"adata.var[{mask_var!r}] must be boolean, got {col.dtype}.")
+        mask = col.reindex(var_names).fillna(False).to_numpy(dtype=bool)
+    else:
+        mask = np.asarray(mask_var)
+        if mask.dtype != bool or mask.shape != (len(var_names),):
+            raise ValueError(f"mask_var must be a boolean array of length {len(var_names)}.")
+    if mask.sum() == 0:
+        raise ValueError("mask_var selects no genes.")
+    return mask
+
+
+def take_genes(X, idx: np.ndarray):
+    """Columns ``idx`` of a dense or sparse matrix; sparse input stays sparse (CSR)."""
+    if sparse.issparse(X):
+        return sparse.csr_matrix(X)[:, idx]
+    return np.asarray(X[:, idx])
+
+
+def check_finite(X, what: str) -> None:
+    data = X.data if sparse.issparse(X) else np.asarray(X)
+    if not np.issubdtype(data.dtype, np.number) or data.dtype == bool:
+        raise TypeError(f"{what} must be numeric, got dtype {data.dtype}.")
+    if not np.all(np.isfinite(data)):
+        raise ValueError(f"{what} contains NaN or inf values; remove or impute them first.")
+
+
+def warn_if_counts(X, what: str) -> None:
+    """Warn when the input looks like un-normalised counts (large non-negative integers)."""
+    data = X.data if sparse.issparse(X) else np.asarray(X)
+    if data.size and data.max() > 1000 and np.all(data[: min(data.size, 100_000)] % 1 == 0):
+        logg.warning(
+            f"{what} looks like raw counts (integers up to {data.max():.0f}); "
+            "normalise and log-transform first (sc.pp.normalize_total, sc.pp.log1p)."
+        )
+
+
+def model_input(adata: AnnData, *, layer, use_raw, mask_var):
+    """Gene matrix (cells x selected genes, float32, CSR if sparse) and the selected names."""
+    check_adata(adata)
+    use_raw = resolve_use_raw(adata, layer, use_raw)
+    X, var_names = source_matrix(adata, layer=layer, use_raw=use_raw)
+    if var_names.has_duplicates:
+        dup = var_names[var_names.duplicated()].unique()[:5].tolist()
+        raise ValueError(f"Gene names must be unique; duplicated: {dup}. Call adata.var_names_make_unique().")
+    mask = gene_mask(adata, var_names, mask_var)
+    Xs = take_genes(X, np.flatnonzero(mask))
+    Xs = Xs.astype(np.float32) if Xs.dtype != np.float32 else Xs
+    check_finite(Xs, "The input matrix")
+    warn_if_counts(Xs, "The input matrix")
+    return Xs, np.asarray(var_names[mask]), use_raw

@@ -1,0 +1,122 @@
+"""The fitted model as it lives in ``adata.uns[key]``: front end, encoder weights, genes.
+
+Everything is numpy so the entry survives ``write_h5ad``/``read_h5ad``; :class:`StoredModel`
+validates an entry on read so a corrupted or foreign ``uns`` gives a clear error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+from scanpy import logging as logg
+
+from . import _keys
+from ._core.frontend import LinearFrontEnd
+from ._input import check_finite, source_matrix, take_genes
+
+
+@dataclass
+class StoredModel:
+    genes: np.ndarray  # names of the genes the model reads, in order
+    front_end: LinearFrontEnd
+    encoder_state: dict[str, np.ndarray]
+    params: dict  # fit parameters, incl. activation, layer, use_raw, a, b
+    loss_history: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+
+    @property
+    def n_components(self) -> int:
+        return int(self.params["n_components"])
+
+    def encoder(self):
+        from ._core.encoder import ELMEncoder
+
+        return ELMEncoder.from_numpy(self.encoder_state, self.params["activation"])
+
+    def to_uns(self) -> dict:
+        return {
+            "params": dict(self.params),
+            "a": float(self.params["a"]),
+            "b": float(self.params["b"]),
+            "loss_history": np.asarray(self.loss_history, dtype=np.float32),
+            "var_names": np.asarray(self.genes, dtype=object),
+            "front_end": {"loadings": self.front_end.loadings, "reference": self.front_end.reference},
+            "encoder": dict(self.encoder_state),
+        }
+
+    @classmethod
+    def from_adata(cls, adata: AnnData, key: str) -> StoredModel:
+        if key not in adata.uns:
+            raise KeyError(
+                f"No scelm model in adata.uns[{key!r}]; run scelm.tl.parametric_umap(adata, key_added={key!r}) first."
+            )
+        entry = adata.uns[key]
+        try:
+            params = dict(entry["params"])
+            genes = np.asarray(entry["var_names"]).astype(str)
+            fe = LinearFrontEnd(
+                loadings=np.asarray(entry["front_end"]["loadings"], dtype=np.float32),
+                reference=np.asarray(entry["front_end"]["reference"], dtype=np.float32),
+            )
+            state = {k: np.asarray(v, dtype=np.float32) for k, v in entry["encoder"].items()}
+            history = np.asarray(entry.get("loss_history", []), dtype=np.float32)
+            missing = [k for k in ("activation", "n_components", "a", "b") if k not in params]
+            if missing:
+                raise KeyError(f"params {missing}")
+        except (KeyError, TypeError, AttributeError) as err:
+            raise ValueError(
+                f"adata.uns[{key!r}] is not a scelm model (missing or malformed entry: {err})."
+            ) from err
+        n_layers = sum(1 for k in state if k.startswith("W"))
+        if (
+            fe.loadings.ndim != 2
+            or fe.loadings.shape[0] != len(genes)
+            or fe.reference.shape != (len(genes),)
+            or n_layers == 0
+            or state["W0"].shape[1] != fe.loadings.shape[1]
+            or state[f"W{n_layers - 1}"].shape[0] != int(params["n_components"])
+        ):
+            raise ValueError(f"adata.uns[{key!r}] is corrupted: its gene list, front end and encoder shapes disagree.")
+        for name, arr in [("loadings", fe.loadings), ("reference", fe.reference), *state.items()]:
+            if not np.all(np.isfinite(arr)):
+                raise ValueError(f"adata.uns[{key!r}] is corrupted: {name} contains NaN or inf.")
+        return cls(genes, fe, state, params, history)
+
+    def source(self, adata: AnnData) -> tuple[str | None, bool]:
+        """``(layer, use_raw)`` to read this model's genes from ``adata``: as fitted, except
+        that a model fitted on ``.raw`` reads ``.X`` of an AnnData that has no ``.raw``."""
+        layer = self.params.get("layer")
+        use_raw = bool(self.params.get("use_raw", False))
+        if use_raw and adata.raw is None:
+            logg.info("    the model was fitted on .raw; this AnnData has none, reading .X")
+            use_raw = False
+        return layer, use_raw
+
+    def input_matrix(self, adata: AnnData):
+        """The model's genes, matched by name, from the source given by :meth:`source`."""
+        layer, use_raw = self.source(adata)
+        X, var_names = source_matrix(adata, layer=layer, use_raw=use_raw)
+        pos = pd.Index(var_names).get_indexer(self.genes)
+        if (pos < 0).any():
+            missing = self.genes[pos < 0]
+            where = ".raw" if use_raw else (f"layers[{layer!r}]" if layer else ".X")
+            raise KeyError(
+                f"{len(missing)} of the model's {len(self.genes)} genes are missing from {where}: "
+                f"{missing[:10].tolist()}{' ...' if len(missing) > 10 else ''}."
+            )
+        Xs = take_genes(X, pos)
+        Xs = Xs.astype(np.float32) if Xs.dtype != np.float32 else Xs
+        check_finite(Xs, "The input matrix")
+        return Xs
+
+    def source_var_names(self, adata: AnnData) -> pd.Index:
+        """Gene axis of the source matrix (``.raw.var_names`` or ``var_names``)."""
+        return adata.raw.var_names if self.source(adata)[1] else adata.var_names
+
+
+def jacobian_layer_names(adata: AnnData, key: str, n_components: int) -> list[str] | None:
+    """The Jacobian layers of ``key`` when all are present, else None."""
+    names = _keys.jacobian_layers(key, n_components)
+    return names if all(n in adata.layers for n in names) else None

@@ -1,0 +1,5 @@
+"""Example data (``scelm.datasets``)."""
+
+from ._simulate import simulate_markers
+
+__all__ = ["simulate_markers"]

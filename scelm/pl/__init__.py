@@ -1,0 +1,3 @@
+"""Plots (``scelm.pl``)."""
+
+__all__: list[str] = []

@@ -1,0 +1,6 @@
+"""Tools: fit, apply and rank with the equivalent linear mapping (``scelm.tl``)."""
+
+from ._parametric_umap import parametric_umap
+from ._transform import transform
+
+__all__ = ["parametric_umap", "transform"]

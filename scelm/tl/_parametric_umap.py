@@ -1,0 +1,200 @@
+"""``scelm.tl.parametric_umap``: fit an interpretable UMAP encoder on AnnData."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from anndata import AnnData
+from scanpy import logging as logg
+from scanpy import settings
+
+from .. import _keys
+from .._docs import doc_batch_device, doc_copy, doc_input, doc_params
+from .._input import check_adata, model_input
+from .._model import StoredModel
+from ._graph import graph_edges
+from ._write import compute_outputs, write_outputs
+
+
+def _check_positive_int(name: str, value, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+    return int(value)
+
+
+def _default_epochs(n_obs: int) -> int:
+    # Full-batch steps: small data needs more of them to settle (umap-learn: 500 / 200 epochs).
+    return 600 if n_obs <= 10_000 else 300
+
+
+@doc_params(doc_input=doc_input, doc_batch_device=doc_batch_device, doc_copy=doc_copy)
+def parametric_umap(
+    adata: AnnData,
+    *,
+    n_components: int = 2,
+    min_dist: float = 0.5,
+    spread: float = 1.0,
+    n_neighbors: int = 15,
+    neighbors_key: str | None = None,
+    n_epochs: int | None = None,
+    learning_rate: float = 1e-2,
+    negative_sample_rate: int = 5,
+    repulsion_strength: float = 1.0,
+    hidden: Sequence[int] = (128, 128),
+    activation: str = "relu",
+    n_pcs: int | None = 50,
+    center: bool = False,
+    layer: str | None = None,
+    use_raw: bool | None = None,
+    mask_var: str | np.ndarray | None = None,
+    store_jacobian: bool = True,
+    random_state: int | None = 0,
+    device: str = "auto",
+    batch_size: int = 4096,
+    key_added: str = _keys.DEFAULT_KEY,
+    copy: bool = False,
+) -> AnnData | None:
+    """Embed cells with an interpretable parametric UMAP.
+
+    An encoder of bias-free linear layers and ReLU-type activations is trained on UMAP's
+    cross-entropy over the fuzzy kNN graph. It is positively homogeneous, so each cell's
+    embedding equals its Jacobian (the *equivalent linear mapping*) times its expression,
+    exactly: ``Jacobian * (x - x_ref)`` gives per-gene contributions that sum to the
+    coordinates (see :func:`scelm.get.contributions`).
+
+    Parameters
+    ----------
+    adata
+        Annotated data matrix (cells x genes).
+    n_components
+        Dimension of the embedding.
+    min_dist, spread
+        UMAP's kernel parameters, as in :func:`scanpy.tl.umap`; ``a`` and ``b`` are fitted
+        from them like umap-learn does.
+    n_neighbors
+        Neighbours per cell when scelm builds the graph itself (no ``neighbors_key``).
+    neighbors_key
+        Where :func:`scanpy.pp.neighbors` stored its graph. ``None`` uses ``'neighbors'``
+        when present (the graph :func:`scanpy.tl.umap` would embed), else scelm builds the
+        UMAP fuzzy graph on the PCs of the input (exact kNN up to 50,000 cells on CPU,
+        pynndescent beyond), which also works where ``sc.pp.neighbors`` fails.
+    n_epochs
+        Full-batch training steps; default 600 up to 10,000 cells, 300 above.
+    learning_rate
+        Adam's learning rate, linearly decayed to zero.
+    negative_sample_rate
+        Uniform negative samples per cell and step, weighted by the cell's degree.
+    repulsion_strength
+        Weight of the repulsive term (umap-learn's ``gamma``).
+    hidden
+        Widths of the hidden layers of the encoder.
+    activation
+        ``'relu'``, ``'leaky_relu'`` or ``'prelu'``.
+    n_pcs
+        Linear front end: project expression on this many PC loadings (computed here, on
+        the selected genes), or ``None`` to feed genes directly. Jacobians are always
+        chained back to gene space.
+    center
+        Apply the front end to centred expression. ``False`` (default) keeps the reference
+        ``x_ref = 0``: a gene a cell does not express contributes exactly zero to it. With
+        ``True``, contributions are relative to the mean cell.
+    {doc_input}
+    store_jacobian
+        Write ``layers['{{key_added}}_jacobian_{{k}}']`` (cells x genes, zeros for genes the
+        model does not read). ``False`` skips them; :func:`scelm.get.jacobian` recomputes
+        them exactly from the stored model.
+    random_state
+        Seed for initialisation and negative sampling; CPU runs are reproducible.
+    {doc_batch_device}
+    key_added
+        Prefix of every key written.
+    {doc_copy}
+
+    Returns
+    -------
+    ``None``, or a copy of ``adata`` when ``copy=True``. Sets
+
+    ``adata.obsm['X_{{key_added}}']`` : :class:`numpy.ndarray` (n_obs, n_components)
+        The embedding; ``sc.pl.embedding(adata, basis=key_added)`` draws it.
+    ``adata.uns['{{key_added}}']`` : :class:`dict`
+        ``params``, ``a``, ``b``, ``loss_history``, ``var_names`` (genes read),
+        ``front_end`` (``loadings``, ``reference``) and ``encoder`` weights: enough to embed
+        and explain new cells after ``write_h5ad``/``read_h5ad`` (:func:`scelm.tl.transform`).
+    ``adata.layers['{{key_added}}_jacobian_{{k}}']`` : :class:`numpy.ndarray` (n_obs, n_vars)
+        Row ``k`` of each cell's Jacobian, when ``store_jacobian``.
+
+    Examples
+    --------
+    >>> import scanpy as sc, scelm
+    >>> adata = sc.datasets.pbmc68k_reduced()
+    >>> scelm.tl.parametric_umap(adata)
+    >>> sc.pl.embedding(adata, basis="elm", color="bulk_labels")
+    """
+    import torch
+
+    from .._core.device import resolve_device
+    from .._core.encoder import ACTIVATIONS, ELMEncoder
+    from .._core.frontend import fit_front_end
+    from .._core.loss import find_ab_params
+    from .._core.train import TrainConfig, train_encoder
+
+    check_adata(adata)
+    start = logg.info("computing parametric UMAP (scelm)")
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}.")
+    n_components = _check_positive_int("n_components", n_components)
+    n_epochs = _default_epochs(adata.n_obs) if n_epochs is None else _check_positive_int("n_epochs", n_epochs)
+    negative_sample_rate = _check_positive_int("negative_sample_rate", negative_sample_rate)
+    batch_size = _check_positive_int("batch_size", batch_size)
+    hidden = [_check_positive_int("hidden width", h) for h in hidden]
+    if n_pcs is not None:
+        n_pcs = _check_positive_int("n_pcs", n_pcs)
+    for name, value in [("min_dist", min_dist), ("spread", spread), ("learning_rate", learning_rate), ("repulsion_strength", repulsion_strength)]:
+        if not np.isfinite(value) or value < 0 or (value == 0 and name != "min_dist"):
+            raise ValueError(f"{name} must be a positive finite number, got {value!r}.")
+    if min_dist > spread:
+        raise ValueError(f"min_dist ({min_dist}) must not exceed spread ({spread}).")
+    dev = resolve_device(device)
+    seed = int(np.random.SeedSequence(random_state).generate_state(1)[0]) if random_state is None else int(random_state)
+
+    X, genes, use_raw = model_input(adata, layer=layer, use_raw=use_raw, mask_var=mask_var)
+    if adata.n_obs < 3:
+        raise ValueError(f"parametric_umap needs at least 3 cells, got {adata.n_obs}.")
+    front_end = fit_front_end(X, n_pcs=n_pcs, center=center)
+    z = front_end.project(X)
+    edges, graph_source = graph_edges(
+        adata, z, neighbors_key=neighbors_key, n_neighbors=n_neighbors, random_state=seed, device=dev
+    )
+    a, b = find_ab_params(spread, min_dist)
+    encoder = ELMEncoder(
+        front_end.n_in, hidden, n_components, activation=activation,
+        generator=torch.Generator().manual_seed(seed),
+    )
+    config = TrainConfig(n_epochs, learning_rate, negative_sample_rate, repulsion_strength, a, b)
+    history = train_encoder(
+        encoder, z, edges, config, device=dev, seed=seed, progress=settings.verbosity >= 1
+    )
+    params = dict(
+        n_components=n_components, min_dist=float(min_dist), spread=float(spread), a=a, b=b,
+        n_neighbors=int(n_neighbors), graph=graph_source, n_epochs=n_epochs,
+        learning_rate=float(learning_rate), negative_sample_rate=negative_sample_rate,
+        repulsion_strength=float(repulsion_strength), hidden=np.asarray(hidden, dtype=np.int64),
+        activation=activation, n_pcs=-1 if n_pcs is None else front_end.n_in, center=bool(center),
+        layer=layer, use_raw=use_raw, random_state=seed, device=str(dev),
+    )
+    model = StoredModel(genes, front_end, encoder.state_to_numpy(), params, history)
+    target = adata.copy() if copy else adata
+    Y, J = compute_outputs(
+        model, encoder, X, target.var_names, store_jacobian=store_jacobian, device=dev, batch_size=batch_size
+    )
+    write_outputs(target, key_added, model, Y, J)
+    logg.info(
+        "    finished",
+        time=start,
+        deep=(
+            f"added\n    'X_{key_added}', embedding (adata.obsm)\n    '{key_added}', model (adata.uns)"
+            + (f"\n    '{key_added}_jacobian_*', Jacobians (adata.layers)" if J is not None else "")
+        ),
+    )
+    return target if copy else None

@@ -1,0 +1,68 @@
+"""``scelm.tl.transform``: embed and explain new cells with a fitted model."""
+
+from __future__ import annotations
+
+from anndata import AnnData
+from scanpy import logging as logg
+
+from .. import _keys
+from .._docs import doc_batch_device, doc_copy, doc_params
+from .._input import check_adata
+from .._model import StoredModel
+from ._write import compute_outputs, write_outputs
+
+
+@doc_params(doc_batch_device=doc_batch_device, doc_copy=doc_copy)
+def transform(
+    adata: AnnData,
+    adata_ref: AnnData,
+    *,
+    key: str = _keys.DEFAULT_KEY,
+    key_added: str | None = None,
+    store_jacobian: bool = True,
+    device: str = "auto",
+    batch_size: int = 4096,
+    copy: bool = False,
+) -> AnnData | None:
+    """Embed new cells with the model fitted on ``adata_ref`` (like :func:`scanpy.tl.ingest`).
+
+    Genes are matched by name, so the query may order its genes differently or carry extra
+    ones; they are read from the same source (``.X``, the layer or ``.raw``) the model was
+    fitted on. The training cells themselves get the same embedding to float32 precision.
+
+    Parameters
+    ----------
+    adata
+        Query cells.
+    adata_ref
+        AnnData holding the model in ``uns[key]``, e.g. read back from .h5ad.
+    key
+        ``key_added`` of the :func:`scelm.tl.parametric_umap` run in ``adata_ref``.
+    key_added
+        Prefix of the keys written to ``adata``; defaults to ``key``.
+    store_jacobian
+        Also write the Jacobian layers for the query cells.
+    {doc_batch_device}
+    {doc_copy}
+
+    Returns
+    -------
+    ``None`` or a copy. Sets ``obsm['X_{{key_added}}']``, ``uns['{{key_added}}']`` (a copy of
+    the model, so the query can be explained on its own) and, if asked, the Jacobian layers.
+    """
+    from .._core.device import resolve_device
+
+    check_adata(adata)
+    check_adata(adata_ref)
+    key_added = key if key_added is None else key_added
+    model = StoredModel.from_adata(adata_ref, key)
+    dev = resolve_device(device)
+    start = logg.info(f"embedding {adata.n_obs} cells with the model in uns[{key!r}]")
+    X = model.input_matrix(adata)
+    target = adata.copy() if copy else adata
+    Y, J = compute_outputs(
+        model, model.encoder(), X, target.var_names, store_jacobian=store_jacobian, device=dev, batch_size=batch_size
+    )
+    write_outputs(target, key_added, model, Y, J)
+    logg.info("    finished", time=start)
+    return target if copy else None

@@ -1,0 +1,256 @@
+"""scelm.tl.parametric_umap / transform and scelm.get on real and simulated data."""
+
+import subprocess
+import sys
+
+import anndata as ad
+import numpy as np
+import pytest
+import scanpy as sc
+import torch
+from scipy import sparse
+
+import scelm
+from scelm._core.graph import edges_from_connectivities, fuzzy_graph
+from scelm._model import StoredModel
+
+from helpers import FAST, rel_err
+
+
+def _exact(adata, key="elm"):
+    C = scelm.get.contributions(adata, key=key)
+    Y = adata.obsm[f"X_{key}"]
+    assert C.shape == (adata.n_obs, Y.shape[1], C.shape[2])
+    return rel_err(C.sum(-1), Y)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(use_raw=True),  # sparse log-normalised input, PCA front end (default)
+        dict(use_raw=False),  # dense scaled input (negative values)
+        dict(use_raw=True, n_pcs=None),  # genes fed directly
+        dict(use_raw=True, center=True),  # centred front end, x_ref = mean
+        dict(use_raw=True, activation="leaky_relu", n_components=3),
+        dict(use_raw=True, activation="prelu"),
+    ],
+)
+def test_contributions_sum_to_embedding(pbmc, kwargs):
+    scelm.tl.parametric_umap(pbmc, **FAST, **kwargs)
+    assert _exact(pbmc) < 1e-5
+
+
+def test_sparse_and_dense_input_agree(sim):
+    dense = sim.copy()
+    dense.X = sim.X.toarray()
+    for a in (sim, dense):
+        scelm.tl.parametric_umap(a, **FAST)
+    np.testing.assert_allclose(sim.obsm["X_elm"], dense.obsm["X_elm"], rtol=1e-4, atol=1e-4)
+    assert _exact(sim) < 1e-5
+
+
+def test_jacobian_matches_autograd_in_gene_space(fitted_pbmc):
+    model = StoredModel.from_adata(fitted_pbmc, "elm")
+    enc = model.encoder().double()
+    W = torch.as_tensor(model.front_end.loadings, dtype=torch.float64)
+    ref = torch.as_tensor(model.front_end.reference, dtype=torch.float64)
+    X = model.input_matrix(fitted_pbmc).toarray()
+    J = scelm.get.jacobian(fitted_pbmc)
+    pos = fitted_pbmc.raw.var_names.get_indexer(model.genes)
+
+    def f(x):
+        return enc((x - ref) @ W)
+
+    for i in [0, 17, 350, 699]:
+        x = torch.as_tensor(X[i], dtype=torch.float64)
+        Ja = torch.autograd.functional.jacobian(f, x).numpy()
+        np.testing.assert_allclose(J[i][:, pos], Ja, rtol=1e-4, atol=1e-5 * np.abs(Ja).max())
+    mask = np.ones(J.shape[2], bool)
+    mask[pos] = False
+    assert np.all(J[:, :, mask] == 0)  # genes the model does not read
+
+
+def test_integrated_gradients_from_zero_equal_contributions(fitted_pbmc):
+    model = StoredModel.from_adata(fitted_pbmc, "elm")
+    assert np.all(model.front_end.reference == 0)
+    enc = model.encoder().double()
+    W = torch.as_tensor(model.front_end.loadings, dtype=torch.float64)
+    X = model.input_matrix(fitted_pbmc).toarray()
+    C = scelm.get.contributions(fitted_pbmc)
+    pos = fitted_pbmc.raw.var_names.get_indexer(model.genes)
+    for i in [3, 123]:
+        x = torch.as_tensor(X[i], dtype=torch.float64)
+        alphas = (torch.arange(64, dtype=torch.float64) + 0.5) / 64  # midpoint Riemann sum
+        path = (alphas[:, None] * x[None, :]).requires_grad_(True)
+        ig = np.zeros((model.n_components, len(x)))
+        for k in range(model.n_components):
+            (g,) = torch.autograd.grad(enc(path @ W)[:, k].sum(), path)
+            ig[k] = (g.mean(0) * x).numpy()
+        np.testing.assert_allclose(C[i][:, pos], ig, rtol=1e-4, atol=1e-5 * np.abs(ig).max())
+
+
+def test_homogeneity_through_the_model(fitted_pbmc):
+    query = fitted_pbmc.copy()
+    query.raw = ad.AnnData(fitted_pbmc.raw.X * 2.5, var=fitted_pbmc.raw.var)
+    scelm.tl.transform(query, fitted_pbmc, store_jacobian=False)
+    np.testing.assert_allclose(query.obsm["X_elm"], 2.5 * fitted_pbmc.obsm["X_elm"], rtol=1e-4, atol=1e-4)
+
+
+def test_stored_layers_equal_recomputed(fitted_pbmc, pbmc):
+    scelm.tl.parametric_umap(pbmc, **FAST, store_jacobian=False)
+    assert not any(k.startswith("elm_jacobian") for k in pbmc.layers)
+    np.testing.assert_allclose(scelm.get.jacobian(pbmc), scelm.get.jacobian(fitted_pbmc), rtol=1e-5, atol=1e-6)
+    J_layers = np.stack([fitted_pbmc.layers[f"elm_jacobian_{k}"] for k in range(2)], axis=1)
+    np.testing.assert_array_equal(scelm.get.jacobian(fitted_pbmc), J_layers)
+
+
+def test_graph_reuse_is_scanpys(pbmc):
+    C = pbmc.obsp["connectivities"]
+    e = edges_from_connectivities(C)
+    rebuilt = sparse.coo_matrix((e.weight, (e.head, e.tail)), shape=C.shape)
+    np.testing.assert_allclose((rebuilt + rebuilt.T).toarray(), C.toarray(), rtol=1e-6)
+    scelm.tl.parametric_umap(pbmc, **FAST)
+    assert pbmc.uns["elm"]["params"]["graph"] == "uns:neighbors"
+
+
+def test_builds_own_graph_without_neighbors(sim):
+    scelm.tl.parametric_umap(sim, **FAST, n_neighbors=10)
+    assert sim.uns["elm"]["params"]["graph"] == "scelm:10"
+
+
+def test_own_graph_at_scanpy_breaking_size():
+    """sc.pp.neighbors fails from 8,192 cells with pynndescent 0.7 + scipy 1.17; ours must not."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(8300, 10)).astype(np.float32)
+    x[:4000] += 4.0
+    G = fuzzy_graph(x, n_neighbors=15, random_state=0, device=torch.device("cpu"))
+    assert G.shape == (8300, 8300) and abs(G - G.T).max() < 1e-6
+    # neighbours stay within the two blobs
+    e = edges_from_connectivities(G)
+    assert np.mean((e.head < 4000) == (e.tail < 4000)) > 0.99
+
+
+def test_h5ad_round_trip_then_transform(fitted_pbmc, tmp_path):
+    path = tmp_path / "a.h5ad"
+    fitted_pbmc.write_h5ad(path)
+    back = sc.read_h5ad(path)
+    assert _exact(back) < 1e-5
+    query = back.copy()
+    del query.uns["elm"], query.obsm["X_elm"]
+    scelm.tl.transform(query, back)
+    np.testing.assert_allclose(query.obsm["X_elm"], fitted_pbmc.obsm["X_elm"], rtol=1e-5, atol=1e-5 * np.abs(fitted_pbmc.obsm["X_elm"]).max())
+    assert _exact(query) < 1e-5
+
+
+def test_transform_aligns_genes_by_name(fitted_pbmc):
+    raw = fitted_pbmc.raw.to_adata()
+    order = np.random.default_rng(0).permutation(raw.n_vars)
+    shuffled = raw[:, order].copy()
+    extra = ad.AnnData(np.ones((raw.n_obs, 2), np.float32), obs=raw.obs[[]], var=dict(index=["NEWGENE1", "NEWGENE2"]))
+    query = ad.concat([shuffled, extra], axis=1, merge="same")
+    query.obs = raw.obs.copy()
+    scelm.tl.transform(query, fitted_pbmc)
+    np.testing.assert_allclose(query.obsm["X_elm"], fitted_pbmc.obsm["X_elm"], rtol=1e-5, atol=1e-4)
+    C = scelm.get.contributions(query)
+    assert C.shape[2] == query.n_vars
+    assert rel_err(C.sum(-1), query.obsm["X_elm"]) < 1e-5
+
+
+def test_transform_names_missing_genes(fitted_pbmc):
+    query = fitted_pbmc.raw.to_adata()
+    genes = StoredModel.from_adata(fitted_pbmc, "elm").genes
+    query = query[:, ~query.var_names.isin(genes[:3])].copy()
+    with pytest.raises(KeyError, match=genes[0]):
+        scelm.tl.transform(query, fitted_pbmc)
+
+
+def test_copy_semantics(pbmc):
+    before = pbmc.copy()
+    out = scelm.tl.parametric_umap(pbmc, **FAST, copy=True)
+    assert out is not None and "X_elm" in out.obsm
+    assert set(pbmc.obsm) == set(before.obsm) and set(pbmc.uns) == set(before.uns) and set(pbmc.layers) == set(before.layers)
+    np.testing.assert_array_equal(pbmc.X, before.X)
+    assert scelm.tl.parametric_umap(pbmc, **FAST) is None
+    assert set(pbmc.obsm) - set(before.obsm) == {"X_elm"}
+    assert set(pbmc.uns) - set(before.uns) == {"elm"}
+    assert set(pbmc.layers) - set(before.layers) == {"elm_jacobian_0", "elm_jacobian_1"}
+    assert set(pbmc.obs) == set(before.obs) and set(pbmc.var) == set(before.var) and set(pbmc.obsp) == set(before.obsp)
+    np.testing.assert_array_equal(pbmc.X, before.X)
+
+
+def test_rerun_same_key_overwrites_cleanly(pbmc):
+    scelm.tl.parametric_umap(pbmc, **FAST, n_components=3)
+    scelm.tl.parametric_umap(pbmc, **FAST, n_components=2)
+    assert pbmc.obsm["X_elm"].shape[1] == 2
+    assert sorted(k for k in pbmc.layers if k.startswith("elm_")) == ["elm_jacobian_0", "elm_jacobian_1"]
+
+
+def test_reproducible_with_seed(sim):
+    a, b = sim.copy(), sim.copy()
+    for x in (a, b):
+        scelm.tl.parametric_umap(x, **FAST, random_state=7)
+    np.testing.assert_array_equal(a.obsm["X_elm"], b.obsm["X_elm"])
+    c = sim.copy()
+    scelm.tl.parametric_umap(c, **FAST, random_state=8)
+    assert not np.allclose(a.obsm["X_elm"], c.obsm["X_elm"])
+
+
+def test_scanpy_plots_read_our_keys(fitted_pbmc):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    sc.pl.embedding(fitted_pbmc, basis="elm", color="bulk_labels", show=False)
+    sc.pl.embedding(fitted_pbmc, basis="elm", color="MS4A1", layer="elm_jacobian_0", use_raw=False, show=False)
+
+
+def test_import_does_not_import_torch():
+    code = "import sys, scelm; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "match"),
+    [
+        (dict(layer="nope", use_raw=False), KeyError, "layer 'nope'"),
+        (dict(layer="x", use_raw=True), ValueError, "either layer"),
+        (dict(neighbors_key="nope"), KeyError, "neighbors_key='nope'"),
+        (dict(activation="tanh"), ValueError, "activation"),
+        (dict(n_components=0), ValueError, "n_components"),
+        (dict(min_dist=-1.0), ValueError, "min_dist"),
+        (dict(mask_var="nope"), KeyError, "mask_var"),
+        (dict(device="tpu"), ValueError, "device"),
+    ],
+)
+def test_bad_arguments(pbmc, kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        scelm.tl.parametric_umap(pbmc, **FAST, **kwargs)
+    assert "elm" not in pbmc.uns and "X_elm" not in pbmc.obsm
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU message")
+def test_cuda_without_gpu_is_a_clear_error(pbmc):
+    with pytest.raises(ValueError, match="CUDA"):
+        scelm.tl.parametric_umap(pbmc, **FAST, device="cuda")
+
+
+def test_nan_input_is_rejected(sim):
+    sim.X = sim.X.toarray()
+    sim.X[3, 5] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        scelm.tl.parametric_umap(sim, **FAST)
+
+
+def test_use_raw_without_raw(sim):
+    with pytest.raises(ValueError, match="raw"):
+        scelm.tl.parametric_umap(sim, **FAST, use_raw=True)
+
+
+def test_not_anndata():
+    with pytest.raises(TypeError, match="AnnData"):
+        scelm.tl.parametric_umap(np.zeros((5, 5)))
+
+
+def test_get_without_model(pbmc):
+    with pytest.raises(KeyError, match="parametric_umap"):
+        scelm.get.contributions(pbmc)
