@@ -9,26 +9,16 @@ from anndata import AnnData
 from .. import _keys
 from .._docs import doc_batch_device, doc_key, doc_params
 from .._input import check_adata
-from .._model import StoredModel, jacobian_layer_names
+from .._model import StoredModel
+from ._batches import iter_model_batches
 
 
-def _model_positions(model: StoredModel, var_names: pd.Index) -> np.ndarray:
-    return pd.Index(var_names).get_indexer(model.genes)
-
-
-def _jacobian_over_model_genes(adata, model, key, *, device, batch_size) -> np.ndarray:
-    """``(n_obs, d, n_model_genes)``: from the layers when complete, else recomputed."""
-    layers = jacobian_layer_names(adata, key, model.n_components)
-    pos = _model_positions(model, adata.var_names)
-    if layers is not None and (pos >= 0).all():
-        return np.stack([np.asarray(adata.layers[name][:, pos]) for name in layers], axis=1).astype(np.float32)
-    from .._core.device import resolve_device
-    from .._core.jacobian import iter_batches
-
+def _over_model_genes(adata, model, key, *, contributions: bool, device, batch_size) -> np.ndarray:
+    """``(n_obs, d, n_model_genes)`` Jacobians or contributions, batch by batch."""
     X = model.input_matrix(adata)
     out = np.empty((adata.n_obs, model.n_components, len(model.genes)), dtype=np.float32)
-    for b in iter_batches(model.front_end, model.encoder(), X, device=resolve_device(device), batch_size=batch_size):
-        out[b.start : b.stop] = b.jacobian.cpu().numpy()
+    for b in iter_model_batches(adata, model, key, X, device=device, batch_size=batch_size):
+        out[b.start : b.stop] = (b.contributions() if contributions else b.jacobian).cpu().numpy()
     return out
 
 
@@ -36,7 +26,7 @@ def _scatter_genes(values: np.ndarray, model: StoredModel, adata: AnnData) -> np
     """Place ``(n, d, n_model_genes)`` values on the source matrix's full gene axis."""
     var_names = model.source_var_names(adata)
     out = np.zeros((values.shape[0], values.shape[1], len(var_names)), dtype=np.float32)
-    out[:, :, _model_positions(model, var_names)] = values
+    out[:, :, pd.Index(var_names).get_indexer(model.genes)] = values
     return out
 
 
@@ -59,7 +49,7 @@ def jacobian(adata: AnnData, *, key: str = _keys.DEFAULT_KEY, device: str = "aut
     """
     check_adata(adata)
     model = StoredModel.from_adata(adata, key)
-    J = _jacobian_over_model_genes(adata, model, key, device=device, batch_size=batch_size)
+    J = _over_model_genes(adata, model, key, contributions=False, device=device, batch_size=batch_size)
     return _scatter_genes(J, model, adata)
 
 
@@ -87,8 +77,5 @@ def contributions(adata: AnnData, *, key: str = _keys.DEFAULT_KEY, device: str =
     """
     check_adata(adata)
     model = StoredModel.from_adata(adata, key)
-    J = _jacobian_over_model_genes(adata, model, key, device=device, batch_size=batch_size)
-    X = model.input_matrix(adata)
-    X = X.toarray() if hasattr(X, "toarray") else np.asarray(X)
-    C = J * (X - model.front_end.reference)[:, None, :]
+    C = _over_model_genes(adata, model, key, contributions=True, device=device, batch_size=batch_size)
     return _scatter_genes(C, model, adata)

@@ -1,6 +1,7 @@
 """Tools: fit, apply and rank with the equivalent linear mapping (``scelm.tl``)."""
 
 from ._parametric_umap import parametric_umap
+from ._rank_genes_elm import rank_genes_elm
 from ._transform import transform
 
-__all__ = ["parametric_umap", "transform"]
+__all__ = ["parametric_umap", "transform", "rank_genes_elm"]

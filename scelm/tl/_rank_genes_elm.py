@@ -1,0 +1,227 @@
+"""``scelm.tl.rank_genes_elm``: marker genes from the equivalent linear mapping."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+from scanpy import logging as logg
+
+from .. import _keys
+from .._docs import doc_batch_device, doc_copy, doc_params
+from .._input import check_adata
+from .._model import StoredModel
+
+SCORES = ("separation", "position", "magnitude", "weight")
+CORR_METHODS = ("benjamini-hochberg", "bonferroni")
+
+
+def _labels(adata: AnnData, groupby: str) -> pd.Categorical:
+    if groupby not in adata.obs.columns:
+        raise KeyError(f"groupby={groupby!r} is not a column of adata.obs; available: {list(adata.obs.columns)}.")
+    col = adata.obs[groupby]
+    if not isinstance(col.dtype, pd.CategoricalDtype):
+        logg.info(f"    adata.obs[{groupby!r}] is not categorical; treating its values as categories")
+        col = col.astype(str).where(col.notna()).astype("category")
+    n_nan = int(col.isna().sum())
+    if n_nan:
+        logg.warning(f"{n_nan} cells have no {groupby!r} label (NaN) and are left out.")
+    return pd.Categorical(col)
+
+
+def _models(adata: AnnData, key: str | Sequence[str]) -> tuple[list[str], list[StoredModel]]:
+    keys = [key] if isinstance(key, str) else list(key)
+    if not keys:
+        raise ValueError("key must name at least one fitted model.")
+    models = [StoredModel.from_adata(adata, k) for k in keys]
+    first = models[0]
+    for k, m in zip(keys[1:], models[1:]):
+        if not np.array_equal(m.genes, first.genes) or m.source(adata) != first.source(adata):
+            raise ValueError(f"Models {keys[0]!r} and {k!r} read different genes or sources; an ensemble needs the same input.")
+    return keys, models
+
+
+def _adjust(p: np.ndarray, method: str) -> np.ndarray:
+    if method == "bonferroni":
+        return np.minimum(p * len(p), 1.0)
+    order = np.argsort(p)
+    ranked = p[order] * len(p) / np.arange(1, len(p) + 1)
+    adj = np.minimum.accumulate(ranked[::-1])[::-1]
+    out = np.empty_like(p)
+    out[order] = np.minimum(adj, 1.0)
+    return out
+
+
+def _recarray(columns: dict[str, np.ndarray]) -> np.recarray:
+    return np.rec.fromarrays(list(columns.values()), names=list(columns.keys()))
+
+
+@doc_params(doc_batch_device=doc_batch_device, doc_copy=doc_copy)
+def rank_genes_elm(
+    adata: AnnData,
+    groupby: str,
+    *,
+    groups: str | Sequence[str] = "all",
+    reference: str = "rest",
+    score: str = "separation",
+    key: str | Sequence[str] = _keys.DEFAULT_KEY,
+    corr_method: str = "benjamini-hochberg",
+    key_added: str = _keys.DEFAULT_RANK_KEY,
+    device: str = "auto",
+    batch_size: int = 4096,
+    copy: bool = False,
+) -> AnnData | None:
+    """Rank the genes that place each group where it is in the ELM embedding.
+
+    Each cell's contributions ``C = J(x) * (x - x_ref)`` (exact, summing to its
+    coordinates) are averaged per group and projected on ``u``, the unit vector from the
+    reference's centroid to the group's centroid in the embedding. The result is written in
+    the layout of :func:`scanpy.tl.rank_genes_groups`, so :func:`scanpy.get.rank_genes_groups_df`,
+    ``sc.pl.rank_genes_groups_*`` and :func:`scanpy.tl.filter_rank_genes_groups` read it.
+
+    Scores (all signed except ``magnitude``):
+
+    ``'separation'`` (default)
+        ``(mean C in group - mean C in reference) . u``; sums over genes exactly to the
+        distance between the two centroids: why the groups sit apart. It was the most
+        accurate score on simulated data with known markers (see ``benchmarks/``).
+    ``'position'``
+        ``mean C in group . u``; sums exactly to the group centroid's coordinate along u:
+        what the group's own expression does to place it.
+    ``'magnitude'``
+        ``|mean C in group|``, unsigned, as glass-box tools rank; genes that push the group
+        in any direction come first.
+    ``'weight'``
+        ``mean J in group . u``: the mapping's weight alone, without expression.
+
+    Whatever the score, genes whose mean expression is lower in the group than in the
+    reference are ranked after the others (``uns[key_added]['lower_in_group']`` flags them):
+    a gene the group lacks must not come first because its absence moves the group.
+
+    Parameters
+    ----------
+    adata
+        AnnData with a fitted model (:func:`scelm.tl.parametric_umap`).
+    groupby
+        ``obs`` column with the groups; non-categorical values are treated as categories,
+        NaN labels are left out with a warning, empty categories are skipped.
+    groups
+        ``'all'`` or the groups to rank.
+    reference
+        ``'rest'`` or a group to compare against.
+    score
+        One of ``'separation'``, ``'position'``, ``'magnitude'``, ``'weight'``.
+    key
+        ``key_added`` of the fitted model, or a list of keys of models fitted with different
+        seeds on the same genes: scores are then averaged over models and their standard
+        error is stored in ``scores_se`` (an ensemble, as in instance-wise linearization).
+    corr_method
+        ``'benjamini-hochberg'`` or ``'bonferroni'``.
+    key_added
+        Where the result goes in ``uns``.
+    {doc_batch_device}
+    {doc_copy}
+
+    Returns
+    -------
+    ``None`` or a copy. Sets ``adata.uns[key_added]`` with recarrays (one field per group,
+    all model genes in rank order) ``names``, ``scores``, ``logfoldchanges`` (log2 fold
+    change of the group and reference means of ``expm1`` expression, as scanpy computes it),
+    ``pvals``, ``pvals_adj``, ``lower_in_group``, ``scores_se`` and ``centroid_distance``,
+    plus ``params``. ``pvals`` come from Welch's t-test of the per-cell projected
+    contribution ``C_i . u`` between group and reference. Caveat: ``u`` and the embedding are
+    fitted on the same cells, so these p-values are optimistic; use them to order genes,
+    not as calibrated error rates.
+    """
+    import torch
+    from scipy import stats
+
+    from .._core.device import resolve_device
+    from .._core.ranking import GroupMoments, group_scores
+    from ..get._batches import iter_model_batches
+
+    check_adata(adata)
+    if score not in SCORES:
+        raise ValueError(f"score must be one of {SCORES}, got {score!r}.")
+    if corr_method not in CORR_METHODS:
+        raise ValueError(f"corr_method must be one of {CORR_METHODS}, got {corr_method!r}.")
+    labels = _labels(adata, groupby)
+    keys, models = _models(adata, key)
+    counts = pd.Series(labels).value_counts()
+    present = [c for c in labels.categories if counts.get(c, 0) > 0]
+    if skipped := [c for c in labels.categories if counts.get(c, 0) == 0]:
+        logg.info(f"    skipping categories with no cells: {skipped}")
+    wanted = present if isinstance(groups, str) and groups == "all" else [str(g) for g in ([groups] if isinstance(groups, str) else groups)]
+    if unknown := [g for g in wanted if g not in present]:
+        raise ValueError(f"groups {unknown} are not non-empty categories of {groupby!r}: {present}.")
+    if reference != "rest":
+        if reference not in present:
+            raise ValueError(f"reference={reference!r} is not a non-empty category of {groupby!r}: {present}.")
+        wanted = [g for g in wanted if g != reference]
+    if len(present) < 2 or not wanted:
+        raise ValueError(f"Need at least two non-empty groups in {groupby!r} to rank genes.")
+    start = logg.info(f"ranking genes with the ELM ({score}, {len(keys)} model(s))")
+
+    dev = resolve_device(device)
+    code = np.array(pd.Categorical(labels, categories=present).codes)  # -1 for NaN labels
+    X = models[0].input_matrix(adata)
+    d = models[0].n_components
+    acc = GroupMoments(len(present), len(models) * d, len(models[0].genes), device=dev)
+    ref_vec = torch.as_tensor(models[0].front_end.reference, device=dev)
+    streams = [iter_model_batches(adata, m, k, X, device=dev, batch_size=batch_size) for k, m in zip(keys, models)]
+    for batches in zip(*streams):
+        b0 = batches[0]
+        rows = torch.as_tensor(code[b0.start : b0.stop], device=dev, dtype=torch.long)
+        onehot = torch.zeros(len(rows), len(present), device=dev)
+        keep = rows >= 0
+        onehot[keep.nonzero().squeeze(1), rows[keep]] = 1.0
+        acc.update(
+            onehot,
+            torch.cat([b.contributions() for b in batches], dim=1),
+            torch.cat([b.jacobian for b in batches], dim=1),
+            b0.centred + ref_vec,
+            torch.cat([b.embedding for b in batches], dim=1),
+        )
+
+    genes = models[0].genes
+    out = {name: {} for name in ("names", "scores", "logfoldchanges", "pvals", "pvals_adj", "lower_in_group", "scores_se")}
+    distances = {}
+    small = []
+    for g in wanted:
+        gi = present.index(g)
+        rest = [i for i in range(len(present)) if i != gi] if reference == "rest" else [present.index(reference)]
+        s = group_scores(acc.pooled([gi]), acc.pooled(rest), len(models), d)
+        values = getattr(s, score)
+        lower = s.mean_x_group < s.mean_x_ref
+        order = np.lexsort((-values, lower))  # expressed-or-higher genes first, then by score
+        n_g, n_r = int(counts[g]), int(sum(counts[present[i]] for i in rest))
+        if min(n_g, n_r) < 2:
+            small.append(g)
+            pvals = np.ones(len(genes))
+        else:
+            pvals = 2.0 * stats.t.sf(np.abs(s.t), s.dof)
+        lfc = np.log2((np.expm1(s.mean_x_group) + 1e-9) / (np.expm1(s.mean_x_ref) + 1e-9))
+        out["names"][g] = genes[order].astype(object)
+        out["scores"][g] = values[order].astype(np.float32)
+        out["logfoldchanges"][g] = lfc[order].astype(np.float32)
+        out["pvals"][g] = pvals[order]
+        out["pvals_adj"][g] = _adjust(pvals, corr_method)[order]
+        out["lower_in_group"][g] = lower[order]
+        out["scores_se"][g] = s.spread[score][order].astype(np.float32)
+        distances[g] = np.array([s.distance], dtype=np.float32)
+    if small:
+        logg.warning(f"groups {small} (or their reference) have fewer than 2 cells: p-values set to 1.")
+
+    layer, use_raw = models[0].source(adata)
+    result = {name: _recarray(cols) for name, cols in out.items()}
+    result["centroid_distance"] = _recarray(distances)
+    result["params"] = dict(
+        groupby=groupby, reference=reference, method="elm", use_raw=use_raw, layer=layer,
+        corr_method=corr_method, score=score, elm_key=keys[0] if len(keys) == 1 else np.asarray(keys, dtype=object),
+    )
+    target = adata.copy() if copy else adata
+    target.uns[key_added] = result
+    logg.info("    finished", time=start, deep=f"added\n    '{key_added}', ranked genes (adata.uns)")
+    return target if copy else None

@@ -1,0 +1,150 @@
+"""scelm.tl.rank_genes_elm: exact decompositions, scanpy compatibility, ground truth."""
+
+import matplotlib
+import numpy as np
+import pandas as pd
+import pytest
+import scanpy as sc
+
+import scelm
+
+matplotlib.use("Agg")
+KEY = "rank_genes_elm"
+
+
+def _centroids(adata, groupby, g, reference="rest"):
+    Y = adata.obsm["X_elm"].astype(np.float64)
+    lab = adata.obs[groupby].astype(str).to_numpy()
+    ref = lab != g if reference == "rest" else lab == reference
+    return Y[lab == g].mean(0), Y[ref].mean(0)
+
+
+@pytest.mark.parametrize("reference", ["rest", "CD14+ Monocyte"])
+def test_scores_are_exact_decompositions(fitted_pbmc, reference):
+    groups = ["CD19+ B", "CD56+ NK", "Dendritic"]
+    for score in ("separation", "position"):
+        scelm.tl.rank_genes_elm(fitted_pbmc, "bulk_labels", groups=groups, reference=reference, score=score)
+        for g in groups:
+            mu_g, mu_r = _centroids(fitted_pbmc, "bulk_labels", g, reference)
+            u = (mu_g - mu_r) / np.linalg.norm(mu_g - mu_r)
+            total = fitted_pbmc.uns[KEY]["scores"][g].astype(np.float64).sum()
+            expected = np.linalg.norm(mu_g - mu_r) if score == "separation" else mu_g @ u
+            assert abs(total - expected) < 1e-4 * max(1.0, abs(expected)), (score, g)
+        np.testing.assert_allclose(
+            fitted_pbmc.uns[KEY]["centroid_distance"][groups[0]][0],
+            np.linalg.norm(np.subtract(*_centroids(fitted_pbmc, "bulk_labels", groups[0], reference))), rtol=1e-4)
+
+
+def test_genes_a_group_lacks_come_last(fitted_pbmc):
+    scelm.tl.rank_genes_elm(fitted_pbmc, "bulk_labels")
+    res = fitted_pbmc.uns[KEY]
+    for g in res["names"].dtype.names:
+        lower = np.asarray(res["lower_in_group"][g])
+        assert not np.any(lower[:-1] & ~lower[1:]), g  # once True, always True
+        lfc = np.asarray(res["logfoldchanges"][g])
+        assert np.all(lfc[~lower] >= -1e-5)
+
+
+def test_scanpy_readers_and_plots_work(fitted_pbmc, tmp_path):
+    scelm.tl.rank_genes_elm(fitted_pbmc, "bulk_labels")
+    df = sc.get.rank_genes_groups_df(fitted_pbmc, group=None, key=KEY)
+    n_genes = len(scelm._model.StoredModel.from_adata(fitted_pbmc, "elm").genes)
+    assert len(df) == n_genes * fitted_pbmc.obs["bulk_labels"].nunique()
+    assert set(df.columns) >= {"group", "names", "scores", "logfoldchanges", "pvals", "pvals_adj"}
+    assert df[["scores", "logfoldchanges", "pvals", "pvals_adj"]].notna().all().all()
+    assert ((df.pvals >= 0) & (df.pvals <= 1) & (df.pvals_adj >= df.pvals - 1e-12)).all()
+    kw = dict(key=KEY, n_genes=3, show=False)
+    sc.pl.rank_genes_groups(fitted_pbmc, **kw)
+    sc.pl.rank_genes_groups_dotplot(fitted_pbmc, **kw)
+    sc.pl.rank_genes_groups_matrixplot(fitted_pbmc, **kw)
+    sc.pl.rank_genes_groups_heatmap(fitted_pbmc, **kw)
+    sc.pl.rank_genes_groups_stacked_violin(fitted_pbmc, **kw)
+    sc.tl.filter_rank_genes_groups(fitted_pbmc, key=KEY, key_added="filtered")
+    assert "names" in fitted_pbmc.uns["filtered"]
+    del fitted_pbmc.uns["filtered"]  # scanpy writes NaN into filtered names: not h5ad-writable
+    fitted_pbmc.write_h5ad(tmp_path / "r.h5ad")
+    back = sc.read_h5ad(tmp_path / "r.h5ad")
+    pd.testing.assert_frame_equal(sc.get.rank_genes_groups_df(back, group=None, key=KEY), df)
+
+
+def test_streaming_equals_stored_jacobians(fitted_pbmc):
+    scelm.tl.rank_genes_elm(fitted_pbmc, "bulk_labels", key_added="stored")
+    for k in range(2):
+        del fitted_pbmc.layers[f"elm_jacobian_{k}"]
+    scelm.tl.rank_genes_elm(fitted_pbmc, "bulk_labels", batch_size=97, key_added="streamed")
+    for field in ("scores", "pvals"):
+        a, b = fitted_pbmc.uns["stored"][field], fitted_pbmc.uns["streamed"][field]
+        for g in a.dtype.names:
+            np.testing.assert_allclose(np.sort(a[g]), np.sort(b[g]), rtol=1e-4, atol=1e-6)
+
+
+def test_known_markers_recovered_on_simulated_data():
+    adata, markers = scelm.datasets.simulate_markers(1200, 400, n_types=4, effect=1.5, n_programs=2, random_state=0)
+    scelm.tl.parametric_umap(adata, random_state=0)
+    scelm.tl.rank_genes_elm(adata, "cell_type")
+    res = adata.uns[KEY]["names"]
+    precision = np.mean([np.isin(res[g][:10], markers[g]).mean() for g in markers])
+    assert precision >= 0.5, precision
+
+
+def test_textbook_markers_on_pbmc(pbmc):
+    scelm.tl.parametric_umap(pbmc, random_state=0)
+    scelm.tl.rank_genes_elm(pbmc, "bulk_labels")
+    names = pbmc.uns[KEY]["names"]
+
+    def rank(g, gene):
+        return int(np.flatnonzero(names[g] == gene)[0])
+
+    assert rank("CD56+ NK", "NKG7") < 5 and rank("CD56+ NK", "GNLY") < 5
+    assert rank("Dendritic", "CST3") < 15 and rank("Dendritic", "FCER1A") < 25
+
+
+def test_ensemble_averages_and_reports_spread(sim):
+    for s in range(3):
+        scelm.tl.parametric_umap(sim, n_epochs=40, hidden=(32, 32), random_state=s, key_added=f"m{s}", store_jacobian=False)
+    scelm.tl.rank_genes_elm(sim, "cell_type", key=["m0", "m1", "m2"], score="position")
+    res = sim.uns[KEY]
+    g = res["names"].dtype.names[0]
+    assert np.all(np.asarray(res["scores_se"][g]) >= 0) and np.asarray(res["scores_se"][g]).max() > 0
+    singles = []
+    for s in range(3):
+        scelm.tl.rank_genes_elm(sim, "cell_type", key=f"m{s}", score="position", key_added="one")
+        singles.append(pd.Series(res_one := sim.uns["one"]["scores"][g], index=sim.uns["one"]["names"][g]))
+        assert np.all(np.asarray(res_one) == np.asarray(sim.uns["one"]["scores"][g]))
+    mean = pd.concat(singles, axis=1).mean(1)
+    ens = pd.Series(res["scores"][g], index=res["names"][g])
+    np.testing.assert_allclose(ens.loc[mean.index], mean, rtol=1e-4, atol=1e-6)
+
+
+def test_group_edge_cases(fitted_pbmc):
+    obs = fitted_pbmc.obs
+    labels = obs["bulk_labels"].astype(str).to_numpy().astype(object)
+    labels[:5] = np.nan
+    labels[5] = "singleton"
+    obs["lab"] = pd.Categorical(labels, categories=[*obs["bulk_labels"].cat.categories, "singleton", "unused"])
+    scelm.tl.rank_genes_elm(fitted_pbmc, "lab")
+    res = fitted_pbmc.uns[KEY]
+    assert "unused" not in res["names"].dtype.names
+    assert np.all(np.asarray(res["pvals"]["singleton"]) == 1.0)
+    for field in ("scores", "pvals", "pvals_adj", "logfoldchanges"):
+        for g in res[field].dtype.names:
+            assert np.all(np.isfinite(res[field][g])), (field, g)
+    obs["numeric"] = obs["phase"].cat.codes.astype(int)
+    scelm.tl.rank_genes_elm(fitted_pbmc, "numeric", groups=["0"], reference="1")
+    assert fitted_pbmc.uns[KEY]["names"].dtype.names == ("0",)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "match"),
+    [
+        (dict(groupby="nope"), KeyError, "groupby='nope'"),
+        (dict(groupby="bulk_labels", reference="B cells"), ValueError, "reference='B cells'"),
+        (dict(groupby="bulk_labels", groups=["nope"]), ValueError, "nope"),
+        (dict(groupby="bulk_labels", score="best"), ValueError, "score"),
+        (dict(groupby="bulk_labels", key="other"), KeyError, "other"),
+    ],
+)
+def test_bad_arguments(fitted_pbmc, kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        scelm.tl.rank_genes_elm(fitted_pbmc, **kwargs)
+    assert KEY not in fitted_pbmc.uns
