@@ -35,8 +35,25 @@ def main(argv: list[str] | None = None) -> None:
     err = float(np.abs(C.sum(-1) - Y).max())
     print(f"exactness: max |sum_g contributions - embedding| = {err:.2e} (embedding max {np.abs(Y).max():.2f})")
 
-    fig = sc.pl.embedding(adata, basis="elm", color=["bulk_labels", "MS4A1", "LYZ", "NKG7"], ncols=2, wspace=0.5, show=False, return_fig=True)
-    fig.savefig(out / "embedding.png", dpi=110, bbox_inches="tight")
+    def save(fig, name):
+        fig.savefig(out / name, dpi=110, bbox_inches="tight")
+        matplotlib.pyplot.close(fig)
+
+    save(sc.pl.embedding(adata, basis="elm", color=["bulk_labels", "MS4A1", "LYZ", "NKG7"], ncols=2,
+                         wspace=0.5, show=False, return_fig=True), "embedding.png")
+    scelm.tl.rank_genes_elm(adata, groupby="bulk_labels")
+    sc.tl.rank_genes_groups(adata, groupby="bulk_labels", method="wilcoxon")
+    print(sc.get.rank_genes_groups_df(adata, group=None, key="rank_genes_elm").groupby("group", observed=True).head(3).to_string())
+    save(scelm.pl.gene_arrows(adata, "bulk_labels", n_genes=2, show=False, return_fig=True), "gene_arrows.png")
+    save(scelm.pl.contributions(adata, ["LYZ", "CST3", "NKG7", "GNLY"], show=False, return_fig=True), "contributions.png")
+    save(scelm.pl.rank_genes_elm(adata, n_genes=8, show=False, return_fig=True), "rank_genes_elm.png")
+    dot = scelm.pl.rank_genes_elm_dotplot(adata, n_genes=3, show=False, return_fig=True)
+    dot.make_figure()
+    save(dot.fig, "rank_genes_elm_dotplot.png")
+    save(scelm.pl.cell(adata, adata.obs_names[0], show=False, return_fig=True), "cell.png")
+    save(scelm.pl.compare_de(adata, show=False, return_fig=True), "compare_de.png")
+    save(scelm.pl.training(adata, show=False, return_fig=True), "training.png")
+    save(scelm.pl.reconstruction(adata, show=False, return_fig=True), "reconstruction.png")
 
     path = out / "pbmc68k_reduced_scelm.h5ad"
     adata.write_h5ad(path)

@@ -3,7 +3,7 @@
 Per cell i and gene k, the contribution vector c_ik (length d, or M*d stacked over the M
 models of an ensemble) is reduced per cell group into
 
-    n[c], S1[c] = sum c_i, S2[c] = sum c_i c_i^T, SJ[c] = sum J_i, SX[c] = sum x_i, SY[c] = sum y_i
+    n[c], S1[c] = sum c_i, S2[c] = sum c_i c_i^T, SJ[c] = sum J_i, SY[c] = sum y_i
 
 so the memory is O(groups x (M d)^2 x genes), never cells x d x genes. Every direction u
 can be applied after the pass: the mean of (c_i . u) is S1 . u / n and its second moment
@@ -27,17 +27,15 @@ class GroupMoments:
         self.s1 = torch.zeros(n_groups, dim, n_genes, **f64)
         self.s2 = torch.zeros(n_groups, dim, dim, n_genes, **f64)
         self.sj = torch.zeros(n_groups, dim, n_genes, **f64)
-        self.sx = torch.zeros(n_groups, n_genes, **f64)
         self.sy = torch.zeros(n_groups, dim, **f64)
 
-    def update(self, onehot: torch.Tensor, contrib: torch.Tensor, jac: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> None:
-        """``onehot (b, G)``; ``contrib, jac (b, dim, genes)``; ``x (b, genes)``; ``y (b, dim)``."""
+    def update(self, onehot: torch.Tensor, contrib: torch.Tensor, jac: torch.Tensor, y: torch.Tensor) -> None:
+        """``onehot (b, G)``; ``contrib, jac (b, dim, genes)``; ``y (b, dim)``."""
         oh = onehot.to(torch.float64)
         c = contrib.to(torch.float64)
         self.n += oh.sum(0)
         self.s1 += torch.einsum("bg,bik->gik", oh, c)
         self.sj += torch.einsum("bg,bik->gik", oh, jac.to(torch.float64))
-        self.sx += oh.T @ x.to(torch.float64)
         self.sy += oh.T @ y.to(torch.float64)
         dim = c.shape[1]
         for i in range(dim):
@@ -50,7 +48,7 @@ class GroupMoments:
     def pooled(self, groups: list[int]) -> dict[str, torch.Tensor]:
         """The sums over a set of groups (e.g. 'rest')."""
         idx = torch.as_tensor(groups, device=self.n.device)
-        return {k: getattr(self, k)[idx].sum(0) for k in ("n", "s1", "s2", "sj", "sx", "sy")}
+        return {k: getattr(self, k)[idx].sum(0) for k in ("n", "s1", "s2", "sj", "sy")}
 
 
 @dataclass
@@ -64,8 +62,6 @@ class GroupScores:
     spread: dict[str, np.ndarray]  # standard error over models of each score (zeros for M=1)
     t: np.ndarray  # Welch t of the per-cell projected contribution, group vs reference
     dof: np.ndarray
-    mean_x_group: np.ndarray
-    mean_x_ref: np.ndarray
     distance: float  # mean over models of |centroid_g - centroid_ref|
     coordinate: float  # mean over models of centroid_g . u
 
@@ -117,6 +113,5 @@ def group_scores(g: dict, r: dict, n_models: int, d: int) -> GroupScores:
     return GroupScores(
         separation=mean["separation"], position=mean["position"], magnitude=mean["magnitude"],
         weight=mean["weight"], spread=spread, t=t.cpu().numpy(), dof=dof.cpu().numpy(),
-        mean_x_group=(g["sx"] / ng).cpu().numpy(), mean_x_ref=(r["sx"] / nr).cpu().numpy(),
         distance=float(dist.mean()), coordinate=float(torch.einsum("md,md->m", mu_g, u).mean()),
     )

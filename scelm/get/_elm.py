@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pandas as pd
 from anndata import AnnData
@@ -12,26 +14,46 @@ from .._input import check_adata
 from .._model import StoredModel
 from ._batches import iter_model_batches
 
+doc_genes = """\
+genes
+    Genes to return, in this order; ``None`` returns every gene of the matrix the model
+    reads (``var_names``, or ``raw.var_names`` when it was fitted on ``.raw``)."""
 
-def _over_model_genes(adata, model, key, *, contributions: bool, device, batch_size) -> np.ndarray:
-    """``(n_obs, d, n_model_genes)`` Jacobians or contributions, batch by batch."""
+
+def _gene_axis(adata: AnnData, model: StoredModel, genes) -> tuple[pd.Index, np.ndarray]:
+    """Output gene names and, for each, its position among the model's genes (-1: not read)."""
+    source = model.source_var_names(adata)
+    if genes is None:
+        names = pd.Index(source)
+    else:
+        names = pd.Index([genes] if isinstance(genes, str) else list(genes))
+        if unknown := [g for g in names if g not in source]:
+            raise KeyError(f"genes not found in the model's gene axis (var_names or raw.var_names): {unknown[:10]}.")
+    return names, pd.Index(model.genes).get_indexer(names)
+
+
+def _stream(adata, key, genes, *, contributions: bool, device, batch_size) -> np.ndarray:
+    check_adata(adata)
+    model = StoredModel.from_adata(adata, key)
+    names, pos = _gene_axis(adata, model, genes)
+    read = pos >= 0
     X = model.input_matrix(adata)
-    out = np.empty((adata.n_obs, model.n_components, len(model.genes)), dtype=np.float32)
+    out = np.zeros((adata.n_obs, model.n_components, len(names)), dtype=np.float32)
     for b in iter_model_batches(adata, model, key, X, device=device, batch_size=batch_size):
-        out[b.start : b.stop] = (b.contributions() if contributions else b.jacobian).cpu().numpy()
+        values = b.contributions() if contributions else b.jacobian
+        out[b.start : b.stop][:, :, read] = values[:, :, pos[read]].cpu().numpy()
     return out
 
 
-def _scatter_genes(values: np.ndarray, model: StoredModel, adata: AnnData) -> np.ndarray:
-    """Place ``(n, d, n_model_genes)`` values on the source matrix's full gene axis."""
-    var_names = model.source_var_names(adata)
-    out = np.zeros((values.shape[0], values.shape[1], len(var_names)), dtype=np.float32)
-    out[:, :, pd.Index(var_names).get_indexer(model.genes)] = values
-    return out
-
-
-@doc_params(doc_key=doc_key, doc_batch_device=doc_batch_device)
-def jacobian(adata: AnnData, *, key: str = _keys.DEFAULT_KEY, device: str = "auto", batch_size: int = 4096) -> np.ndarray:
+@doc_params(doc_key=doc_key, doc_batch_device=doc_batch_device, doc_genes=doc_genes)
+def jacobian(
+    adata: AnnData,
+    *,
+    key: str = _keys.DEFAULT_KEY,
+    genes: str | Sequence[str] | None = None,
+    device: str = "auto",
+    batch_size: int = 4096,
+) -> np.ndarray:
     """Each cell's equivalent linear mapping: the exact Jacobian of the embedding.
 
     Parameters
@@ -39,25 +61,29 @@ def jacobian(adata: AnnData, *, key: str = _keys.DEFAULT_KEY, device: str = "aut
     adata
         AnnData with a fitted model (or a query passed through :func:`scelm.tl.transform`).
     {doc_key}
+    {doc_genes}
     {doc_batch_device}
 
     Returns
     -------
-    float32 array ``(n_obs, n_components, n_genes)`` over the genes of the matrix the model
-    reads (``var_names``, or ``raw.var_names`` with ``use_raw``); zero for genes it does not
+    float32 array ``(n_obs, n_components, n_genes)``, zero for genes the model does not
     read. Read from the Jacobian layers when stored, else recomputed exactly in batches.
     """
-    check_adata(adata)
-    model = StoredModel.from_adata(adata, key)
-    J = _over_model_genes(adata, model, key, contributions=False, device=device, batch_size=batch_size)
-    return _scatter_genes(J, model, adata)
+    return _stream(adata, key, genes, contributions=False, device=device, batch_size=batch_size)
 
 
-@doc_params(doc_key=doc_key, doc_batch_device=doc_batch_device)
-def contributions(adata: AnnData, *, key: str = _keys.DEFAULT_KEY, device: str = "auto", batch_size: int = 4096) -> np.ndarray:
+@doc_params(doc_key=doc_key, doc_batch_device=doc_batch_device, doc_genes=doc_genes)
+def contributions(
+    adata: AnnData,
+    *,
+    key: str = _keys.DEFAULT_KEY,
+    genes: str | Sequence[str] | None = None,
+    device: str = "auto",
+    batch_size: int = 4096,
+) -> np.ndarray:
     """Per-gene contributions ``J(x) * (x - x_ref)`` to each embedding coordinate.
 
-    They sum over genes to the embedding exactly:
+    Over all genes they sum to the embedding exactly:
     ``contributions(adata).sum(-1) == adata.obsm['X_elm']`` up to float32 rounding. With the
     default front end ``x_ref = 0``, so a gene a cell does not express contributes zero.
     For bias-free ReLU encoders this equals Integrated Gradients from a zero baseline and
@@ -68,14 +94,11 @@ def contributions(adata: AnnData, *, key: str = _keys.DEFAULT_KEY, device: str =
     adata
         AnnData with a fitted model.
     {doc_key}
+    {doc_genes}
     {doc_batch_device}
 
     Returns
     -------
-    float32 array ``(n_obs, n_components, n_genes)`` on the same gene axis as
-    :func:`scelm.get.jacobian`.
+    float32 array ``(n_obs, n_components, n_genes)``.
     """
-    check_adata(adata)
-    model = StoredModel.from_adata(adata, key)
-    C = _over_model_genes(adata, model, key, contributions=True, device=device, batch_size=batch_size)
-    return _scatter_genes(C, model, adata)
+    return _stream(adata, key, genes, contributions=True, device=device, batch_size=batch_size)

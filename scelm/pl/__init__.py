@@ -1,3 +1,17 @@
-"""Plots (``scelm.pl``)."""
+"""Plots (``scelm.pl``), following scanpy's conventions: ``show``, ``return_fig``, ``ax``."""
 
-__all__: list[str] = []
+from ._cell import cell
+from ._diagnostics import reconstruction, training
+from ._embedding import contributions, gene_arrows
+from ._ranking import compare_de, rank_genes_elm, rank_genes_elm_dotplot
+
+__all__ = [
+    "contributions",
+    "gene_arrows",
+    "rank_genes_elm",
+    "rank_genes_elm_dotplot",
+    "cell",
+    "compare_de",
+    "training",
+    "reconstruction",
+]

@@ -8,10 +8,11 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 from scanpy import logging as logg
+from scipy import sparse
 
 from .. import _keys
 from .._docs import doc_batch_device, doc_copy, doc_params
-from .._input import check_adata
+from .._input import check_adata, source_matrix
 from .._model import StoredModel
 
 SCORES = ("separation", "position", "magnitude", "weight")
@@ -52,6 +53,14 @@ def _adjust(p: np.ndarray, method: str) -> np.ndarray:
     out = np.empty_like(p)
     out[order] = np.minimum(adj, 1.0)
     return out
+
+
+def _group_means(X, code: np.ndarray, n_groups: int) -> np.ndarray:
+    """Mean expression per group ``(n_groups, n_genes)``; sparse input stays sparse."""
+    keep = code >= 0
+    onehot = sparse.csr_matrix((np.ones(keep.sum()), (code[keep], np.flatnonzero(keep))), shape=(n_groups, len(code)))
+    sums = np.asarray((onehot @ X).todense() if sparse.issparse(X) else onehot @ np.asarray(X), dtype=np.float64)
+    return sums / np.asarray(onehot.sum(1))
 
 
 def _recarray(columns: dict[str, np.ndarray]) -> np.recarray:
@@ -127,7 +136,8 @@ def rank_genes_elm(
     Returns
     -------
     ``None`` or a copy. Sets ``adata.uns[key_added]`` with recarrays (one field per group,
-    all model genes in rank order) ``names``, ``scores``, ``logfoldchanges`` (log2 fold
+    every gene of the matrix the model reads, in rank order; genes the model does not read
+    score 0 with p-value 1) ``names``, ``scores``, ``logfoldchanges`` (log2 fold
     change of the group and reference means of ``expm1`` expression, as scanpy computes it),
     ``pvals``, ``pvals_adj``, ``lower_in_group``, ``scores_se`` and ``centroid_distance``,
     plus ``params``. ``pvals`` come from Welch's t-test of the per-cell projected
@@ -169,7 +179,6 @@ def rank_genes_elm(
     X = models[0].input_matrix(adata)
     d = models[0].n_components
     acc = GroupMoments(len(present), len(models) * d, len(models[0].genes), device=dev)
-    ref_vec = torch.as_tensor(models[0].front_end.reference, device=dev)
     streams = [iter_model_batches(adata, m, k, X, device=dev, batch_size=batch_size) for k, m in zip(keys, models)]
     for batches in zip(*streams):
         b0 = batches[0]
@@ -181,11 +190,16 @@ def rank_genes_elm(
             onehot,
             torch.cat([b.contributions() for b in batches], dim=1),
             torch.cat([b.jacobian for b in batches], dim=1),
-            b0.centred + ref_vec,
             torch.cat([b.embedding for b in batches], dim=1),
         )
 
-    genes = models[0].genes
+    # Every gene of the source matrix is stored (scanpy's plots need them all): genes the
+    # model does not read have score 0 and p-value 1; fold changes come from expression.
+    layer, use_raw = models[0].source(adata)
+    src_X, src_genes = source_matrix(adata, layer=layer, use_raw=use_raw)
+    src_genes = np.asarray(src_genes)
+    pos = pd.Index(src_genes).get_indexer(models[0].genes)
+    means = _group_means(src_X, code, len(present))
     out = {name: {} for name in ("names", "scores", "logfoldchanges", "pvals", "pvals_adj", "lower_in_group", "scores_se")}
     distances = {}
     small = []
@@ -193,28 +207,29 @@ def rank_genes_elm(
         gi = present.index(g)
         rest = [i for i in range(len(present)) if i != gi] if reference == "rest" else [present.index(reference)]
         s = group_scores(acc.pooled([gi]), acc.pooled(rest), len(models), d)
-        values = getattr(s, score)
-        lower = s.mean_x_group < s.mean_x_ref
-        order = np.lexsort((-values, lower))  # expressed-or-higher genes first, then by score
         n_g, n_r = int(counts[g]), int(sum(counts[present[i]] for i in rest))
+        mean_g = means[gi]
+        mean_r = (means[rest] * counts[[present[i] for i in rest]].to_numpy()[:, None]).sum(0) / n_r
+        values, se, pvals = np.zeros(len(src_genes)), np.zeros(len(src_genes)), np.ones(len(src_genes))
+        values[pos], se[pos] = getattr(s, score), s.spread[score]
         if min(n_g, n_r) < 2:
             small.append(g)
-            pvals = np.ones(len(genes))
         else:
-            pvals = 2.0 * stats.t.sf(np.abs(s.t), s.dof)
-        lfc = np.log2((np.expm1(s.mean_x_group) + 1e-9) / (np.expm1(s.mean_x_ref) + 1e-9))
-        out["names"][g] = genes[order].astype(object)
+            pvals[pos] = 2.0 * stats.t.sf(np.abs(s.t), s.dof)
+        lower = mean_g < mean_r
+        order = np.lexsort((-values, lower))  # expressed-or-higher genes first, then by score
+        lfc = np.log2((np.expm1(mean_g) + 1e-9) / (np.expm1(mean_r) + 1e-9))
+        out["names"][g] = src_genes[order].astype(object)
         out["scores"][g] = values[order].astype(np.float32)
         out["logfoldchanges"][g] = lfc[order].astype(np.float32)
         out["pvals"][g] = pvals[order]
         out["pvals_adj"][g] = _adjust(pvals, corr_method)[order]
         out["lower_in_group"][g] = lower[order]
-        out["scores_se"][g] = s.spread[score][order].astype(np.float32)
+        out["scores_se"][g] = se[order].astype(np.float32)
         distances[g] = np.array([s.distance], dtype=np.float32)
     if small:
         logg.warning(f"groups {small} (or their reference) have fewer than 2 cells: p-values set to 1.")
 
-    layer, use_raw = models[0].source(adata)
     result = {name: _recarray(cols) for name, cols in out.items()}
     result["centroid_distance"] = _recarray(distances)
     result["params"] = dict(
