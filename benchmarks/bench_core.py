@@ -111,6 +111,7 @@ def main() -> None:
     p.add_argument("--n-cells", type=int, default=10_000)
     p.add_argument("--n-genes", type=int, default=2_000)
     p.add_argument("--skip-glassbox", action="store_true")
+    p.add_argument("--timeout", type=float, default=1800, help="seconds allowed per (dataset, method)")
     p.add_argument("--one", nargs=2, metavar=("DATASET", "METHOD"))
     args = p.parse_args()
     if args.one:
@@ -123,7 +124,11 @@ def main() -> None:
             if "glass-box" in method and args.skip_glassbox:
                 continue
             cmd = [sys.executable, __file__, "--one", dataset, method, "--n-cells", str(args.n_cells), "--n-genes", str(args.n_genes)]
-            res = subprocess.run(cmd, capture_output=True, text=True)
+            try:
+                res = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
+            except subprocess.TimeoutExpired:
+                rows.append(dict(dataset=dataset, method=method, fit_s=f"> {args.timeout:.0f} (stopped)"))
+                continue
             if res.returncode != 0:
                 print(f"{dataset}/{method} failed:\n{res.stderr[-2000:]}", file=sys.stderr)
                 continue

@@ -1,5 +1,8 @@
 """Docstring pieces shared by several public functions (scanpy's ``_docs`` pattern)."""
 
+import re
+import textwrap
+
 doc_input = """\
 layer
     Layer to read expression from instead of ``.X``.
@@ -27,10 +30,18 @@ copy
 
 
 def doc_params(**pieces):
-    """Fill ``{name}`` fields of a docstring with the pieces above."""
+    """Fill ``{name}`` fields of a docstring with the pieces above, indented like the field."""
 
     def decorate(func):
-        func.__doc__ = func.__doc__.format(**pieces)
+        doc = func.__doc__
+        for name, text in pieces.items():
+            doc = re.sub(
+                rf"^([ \t]*)\{{{name}\}}",
+                lambda m, text=text: textwrap.indent(text, m.group(1)),
+                doc,
+                flags=re.MULTILINE,
+            )
+        func.__doc__ = doc.replace("{{", "{").replace("}}", "}")
         return func
 
     return decorate

@@ -42,7 +42,7 @@ def train_encoder(
     progress: bool,
 ) -> np.ndarray:
     """Fit ``encoder`` in place; returns the loss of every epoch (float32)."""
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     encoder.to(device).train()
     zt = torch.as_tensor(z, dtype=torch.float32, device=device)
@@ -60,7 +60,7 @@ def train_encoder(
     # Linear decay to zero, as umap-learn anneals its SGD step.
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: 1.0 - e / config.n_epochs)
     history = torch.zeros(config.n_epochs, device=device)
-    bar = tqdm(range(config.n_epochs), desc="parametric UMAP", unit="epoch", disable=not progress)
+    bar = tqdm(range(config.n_epochs), desc="parametric UMAP", unit="epoch", disable=not progress, mininterval=1.0)
     for epoch in bar:
         neg_tail = torch.randint(0, n, (n * m,), device=device, generator=gen)
         y = encoder(zt)
@@ -74,7 +74,7 @@ def train_encoder(
         schedule.step()
         history[epoch] = loss.detach()
         if progress and (epoch % PROGRESS_EVERY == 0 or epoch == config.n_epochs - 1):
-            bar.set_postfix(loss=f"{history[epoch].item():.4f}")
+            bar.set_postfix(loss=f"{history[epoch].item():.4f}", refresh=False)
     encoder.eval()
     hist = history.cpu().numpy()
     if not np.all(np.isfinite(hist)):
