@@ -69,10 +69,11 @@ def gene_mask(adata: AnnData, var_names: pd.Index, mask_var) -> np.ndarray:
 
 
 def take_genes(X, idx: np.ndarray):
-    """Columns ``idx`` of a dense or sparse matrix; sparse input stays sparse (CSR)."""
+    """Columns ``idx`` of a dense, sparse (CSR/CSC/COO) or backed matrix; sparse stays CSR."""
     if sparse.issparse(X):
-        return sparse.csr_matrix(X)[:, idx]
-    return np.asarray(X[:, idx])
+        X = sparse.csr_matrix(X)
+    sub = X[:, idx]
+    return sparse.csr_matrix(sub) if sparse.issparse(sub) else np.asarray(sub)
 
 
 def check_finite(X, what: str) -> None:
@@ -93,17 +94,48 @@ def warn_if_counts(X, what: str) -> None:
         )
 
 
-def model_input(adata: AnnData, *, layer, use_raw, mask_var):
-    """Gene matrix (cells x selected genes, float32, CSR if sparse) and the selected names."""
+def rep_loadings(adata: AnnData, use_rep: str) -> np.ndarray:
+    """Gene loadings of a linear representation: ``varm['PCs']`` for ``'X_pca'`` (as
+    ``sc.tl.pca`` stores them), else ``varm[use_rep without 'X_']``."""
+    if use_rep not in adata.obsm:
+        raise KeyError(f"use_rep={use_rep!r} not found in adata.obsm; available: {list(adata.obsm.keys())}.")
+    name = "PCs" if use_rep == "X_pca" else use_rep.removeprefix("X_")
+    if name not in adata.varm:
+        raise ValueError(
+            f"use_rep={use_rep!r} must be a linear representation with gene loadings in adata.varm[{name!r}] "
+            "(e.g. 'X_pca' from sc.tl.pca), so Jacobians can be chained back to genes."
+        )
+    loadings = np.asarray(adata.varm[name], dtype=np.float64)
+    if loadings.shape[1] != adata.obsm[use_rep].shape[1]:
+        raise ValueError(f"adata.varm[{name!r}] has {loadings.shape[1]} columns but obsm[{use_rep!r}] has {adata.obsm[use_rep].shape[1]}.")
+    return loadings
+
+
+def model_input(adata: AnnData, *, layer, use_raw, mask_var, use_rep=None):
+    """Gene matrix (cells x selected genes, float32, CSR if sparse), the selected names,
+    whether ``.raw`` was read, and the loadings of ``use_rep`` over those genes (or None).
+
+    With ``use_rep``, the genes are those whose loadings are finite and not all zero (scanpy
+    leaves NaN loadings for genes outside ``mask_var``), read from ``.X`` or ``layer``."""
     check_adata(adata)
+    loadings = None
+    if use_rep is not None:
+        if use_raw or mask_var is not None:
+            raise ValueError("use_rep reads the genes its loadings cover from .X or a layer; drop use_raw/mask_var.")
+        use_raw = False
+        loadings = rep_loadings(adata, use_rep)
     use_raw = resolve_use_raw(adata, layer, use_raw)
     X, var_names = source_matrix(adata, layer=layer, use_raw=use_raw)
     if var_names.has_duplicates:
         dup = var_names[var_names.duplicated()].unique()[:5].tolist()
         raise ValueError(f"Gene names must be unique; duplicated: {dup}. Call adata.var_names_make_unique().")
-    mask = gene_mask(adata, var_names, mask_var)
+    if loadings is None:
+        mask = gene_mask(adata, var_names, mask_var)
+    else:
+        mask = np.all(np.isfinite(loadings), axis=1) & np.any(loadings != 0, axis=1)
+        loadings = loadings[mask]
     Xs = take_genes(X, np.flatnonzero(mask))
-    Xs = Xs.astype(np.float32) if Xs.dtype != np.float32 else Xs
     check_finite(Xs, "The input matrix")
+    Xs = Xs.astype(np.float32) if Xs.dtype != np.float32 else Xs
     warn_if_counts(Xs, "The input matrix")
-    return Xs, np.asarray(var_names[mask]), use_raw
+    return Xs, np.asarray(var_names[mask]), use_raw, loadings

@@ -107,8 +107,8 @@ class StoredModel:
                 f"{missing[:10].tolist()}{' ...' if len(missing) > 10 else ''}."
             )
         Xs = take_genes(X, pos)
-        Xs = Xs.astype(np.float32) if Xs.dtype != np.float32 else Xs
         check_finite(Xs, "The input matrix")
+        Xs = Xs.astype(np.float32) if Xs.dtype != np.float32 else Xs
         return Xs
 
     def source_var_names(self, adata: AnnData) -> pd.Index:

@@ -60,15 +60,18 @@ class LinearFrontEnd:
         return z.astype(np.float32)
 
 
-def fit_front_end(X, *, n_pcs: int | None, center: bool) -> LinearFrontEnd:
-    """PCA loadings (or identity when ``n_pcs`` is None), scaled to unit RMS input.
+def fit_front_end(X, *, n_pcs: int | None, center: bool, loadings: np.ndarray | None = None) -> LinearFrontEnd:
+    """Given ``loadings``, PCA loadings, or the identity (``n_pcs=None``), scaled so the
+    encoder sees inputs of unit RMS.
 
-    The loadings come from the centred covariance as in ``sc.tl.pca``; whether they are
+    PCA loadings come from the centred covariance as in ``sc.tl.pca``; whether they are
     applied to centred expression is the separate choice ``center``.
     """
     n, g = X.shape
     mean, cov = mean_and_covariance(X)
-    if n_pcs is None:
+    if loadings is not None:
+        variances = np.einsum("gp,gh,hp->p", loadings, cov, loadings)
+    elif n_pcs is None:
         loadings = np.eye(g)
         variances = np.diag(cov)
     else:

@@ -44,6 +44,7 @@ def parametric_umap(
     hidden: Sequence[int] = (128, 128),
     activation: str = "relu",
     n_pcs: int | None = 50,
+    use_rep: str | None = None,
     center: bool = False,
     layer: str | None = None,
     use_raw: bool | None = None,
@@ -95,6 +96,10 @@ def parametric_umap(
         Linear front end: project expression on this many PC loadings (computed here, on
         the selected genes), or ``None`` to feed genes directly. Jacobians are always
         chained back to gene space.
+    use_rep
+        Use an existing linear representation instead, e.g. ``'X_pca'`` from
+        :func:`scanpy.tl.pca`: its loadings (``varm['PCs']``) become the front end, applied
+        to the genes they cover in ``.X`` (or ``layer``); ``n_pcs`` is then ignored.
     center
         Apply the front end to centred expression. ``False`` (default) keeps the reference
         ``x_ref = 0``: a gene a cell does not express contributes exactly zero to it. With
@@ -158,10 +163,10 @@ def parametric_umap(
     dev = resolve_device(device)
     seed = int(np.random.SeedSequence(random_state).generate_state(1)[0]) if random_state is None else int(random_state)
 
-    X, genes, use_raw = model_input(adata, layer=layer, use_raw=use_raw, mask_var=mask_var)
     if adata.n_obs < 3:
         raise ValueError(f"parametric_umap needs at least 3 cells, got {adata.n_obs}.")
-    front_end = fit_front_end(X, n_pcs=n_pcs, center=center)
+    X, genes, use_raw, loadings = model_input(adata, layer=layer, use_raw=use_raw, mask_var=mask_var, use_rep=use_rep)
+    front_end = fit_front_end(X, n_pcs=n_pcs, center=center, loadings=loadings)
     z = front_end.project(X)
     edges, graph_source = graph_edges(
         adata, z, neighbors_key=neighbors_key, n_neighbors=n_neighbors, random_state=seed, device=dev
@@ -180,7 +185,8 @@ def parametric_umap(
         n_neighbors=int(n_neighbors), graph=graph_source, n_epochs=n_epochs,
         learning_rate=float(learning_rate), negative_sample_rate=negative_sample_rate,
         repulsion_strength=float(repulsion_strength), hidden=np.asarray(hidden, dtype=np.int64),
-        activation=activation, n_pcs=-1 if n_pcs is None else front_end.n_in, center=bool(center),
+        activation=activation, n_pcs=-1 if n_pcs is None and use_rep is None else front_end.n_in,
+        use_rep=use_rep, center=bool(center),
         layer=layer, use_raw=use_raw, random_state=seed, device=str(dev),
     )
     model = StoredModel(genes, front_end, encoder.state_to_numpy(), params, history)

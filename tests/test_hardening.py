@@ -1,0 +1,154 @@
+"""Misuse the way users do: clear errors or correct results, and AnnData left as it was."""
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scanpy as sc
+from helpers import FAST, rel_err
+from scipy import sparse
+
+import scelm
+
+
+def _snapshot(adata):
+    return {
+        "obsm": set(adata.obsm), "uns": set(adata.uns), "layers": set(adata.layers),
+        "obs": list(adata.obs.columns), "var": list(adata.var.columns),
+        "X": adata.X.copy() if not sparse.issparse(adata.X) else adata.X.toarray(),
+    }
+
+
+def _unchanged(adata, snap):
+    now = _snapshot(adata)
+    np.testing.assert_array_equal(now.pop("X"), snap["X"])
+    assert now == {k: v for k, v in snap.items() if k != "X"}
+
+
+@pytest.mark.parametrize("fmt", ["csr", "csc", "csr_array", "dense_f64", "dense_int"])  # AnnData refuses COO itself
+def test_input_formats_agree(sim, fmt):
+    counts = sim.layers["counts"]
+    X = {"csr": sparse.csr_matrix(sim.X), "csc": sparse.csc_matrix(sim.X), "csr_array": sparse.csr_array(sim.X),
+         "dense_f64": sim.X.toarray().astype(np.float64), "dense_int": counts.toarray().astype(np.int64)}[fmt]
+    a = ad.AnnData(X, obs=sim.obs, var=sim.var)
+    ref = ad.AnnData(sparse.csr_matrix(X, dtype=np.float32), obs=sim.obs, var=sim.var)
+    scelm.tl.parametric_umap(a, **FAST)
+    scelm.tl.parametric_umap(ref, **FAST)
+    np.testing.assert_allclose(a.obsm["X_elm"], ref.obsm["X_elm"], rtol=1e-4, atol=1e-4 * np.abs(ref.obsm["X_elm"]).max())
+    assert rel_err(scelm.get.contributions(a).sum(-1), a.obsm["X_elm"]) < 1e-5
+
+
+def test_use_rep_pca_chains_back_to_genes(pbmc):
+    scelm.tl.parametric_umap(pbmc, **FAST, use_rep="X_pca")
+    assert len(pbmc.uns["elm"]["var_names"]) == int(pbmc.var["highly_variable"].sum())  # finite loadings
+    assert rel_err(scelm.get.contributions(pbmc).sum(-1), pbmc.obsm["X_elm"]) < 1e-5
+    with pytest.raises(ValueError, match="loadings"):
+        scelm.tl.parametric_umap(pbmc, **FAST, use_rep="X_umap")
+    with pytest.raises(KeyError, match="X_nope"):
+        scelm.tl.parametric_umap(pbmc, **FAST, use_rep="X_nope")
+
+
+def test_view_and_backed(pbmc, tmp_path):
+    view = pbmc[pbmc.obs["bulk_labels"] != "Dendritic"]
+    scelm.tl.parametric_umap(view, **FAST)
+    assert view.obsm["X_elm"].shape == (int((pbmc.obs["bulk_labels"] != "Dendritic").sum()), 2)
+    pbmc.write_h5ad(tmp_path / "p.h5ad")
+    backed = ad.read_h5ad(tmp_path / "p.h5ad", backed="r")
+    scelm.tl.parametric_umap(backed, **FAST, store_jacobian=False)  # .raw is a backed sparse dataset
+    assert rel_err(scelm.get.contributions(backed).sum(-1), backed.obsm["X_elm"]) < 1e-5
+
+
+def test_few_cells_and_constant_genes():
+    rng = np.random.default_rng(0)
+    X = rng.poisson(1.0, size=(8, 20)).astype(np.float32)
+    X[:, 3] = 0.0  # all-zero gene
+    X[:, 4] = 2.0  # constant gene
+    a = ad.AnnData(X)
+    scelm.tl.parametric_umap(a, **FAST, n_neighbors=15)  # fewer cells than n_neighbors
+    assert np.all(np.isfinite(a.obsm["X_elm"]))
+    C = scelm.get.contributions(a)
+    assert np.all(C[:, :, 3] == 0)
+    assert rel_err(C.sum(-1), a.obsm["X_elm"]) < 1e-5
+
+
+@pytest.mark.parametrize(
+    ("make", "exc", "match"),
+    [
+        (lambda: ad.AnnData(np.zeros((0, 5), np.float32)), ValueError, "empty"),
+        (lambda: ad.AnnData(np.ones((1, 5), np.float32)), ValueError, "at least 3 cells"),
+        (lambda: ad.AnnData(np.full((10, 5), np.inf, np.float32)), ValueError, "NaN or inf"),
+        (lambda: ad.AnnData(np.ones((10, 3), np.float32), var=pd.DataFrame(index=["a", "a", "b"])), ValueError, "unique"),
+        (lambda: ad.AnnData(np.array([["a"] * 3] * 4, dtype=object)), TypeError, "numeric"),
+    ],
+)
+def test_bad_data(make, exc, match):
+    adata = make()
+    with pytest.raises(exc, match=match):
+        scelm.tl.parametric_umap(adata, **FAST)
+
+
+def test_raw_counts_warning(sim):
+    import io
+    import logging
+
+    stream, verbosity = io.StringIO(), sc.settings.verbosity
+    handler = logging.StreamHandler(stream)
+    sc.settings._root_logger.addHandler(handler)  # scanpy logs through its own root logger
+    sc.settings.verbosity = 1  # the suite runs silent; warnings show from 1 on
+    try:
+        sim.X = sim.layers["counts"] * 1000
+        scelm.tl.parametric_umap(sim, **FAST)
+    finally:
+        sc.settings.verbosity = verbosity
+        sc.settings._root_logger.removeHandler(handler)
+    assert "raw counts" in stream.getvalue()
+
+
+def test_interrupted_fit_leaves_adata_untouched(pbmc, monkeypatch):
+    import scelm._core.train as train
+
+    snap = _snapshot(pbmc)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "train_encoder", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        scelm.tl.parametric_umap(pbmc, **FAST)
+    _unchanged(pbmc, snap)
+
+
+def test_failures_leave_adata_untouched(fitted_pbmc):
+    snap = _snapshot(fitted_pbmc)
+    for call in [
+        lambda: scelm.tl.parametric_umap(fitted_pbmc, **FAST, layer="missing"),
+        lambda: scelm.tl.rank_genes_elm(fitted_pbmc, "bulk_labels", reference="nope"),
+        lambda: scelm.tl.transform(fitted_pbmc, fitted_pbmc, key="missing"),
+    ]:
+        with pytest.raises((KeyError, ValueError)):
+            call()
+        _unchanged(fitted_pbmc, snap)
+
+
+def test_corrupted_or_foreign_model(fitted_pbmc):
+    fitted_pbmc.uns["bad"] = {"params": {}}
+    with pytest.raises(ValueError, match="not a scelm model"):
+        scelm.get.jacobian(fitted_pbmc, key="bad")
+    fitted_pbmc.uns["elm"]["encoder"]["W0"] = fitted_pbmc.uns["elm"]["encoder"]["W0"][:, :3]
+    with pytest.raises(ValueError, match="corrupted"):
+        scelm.get.contributions(fitted_pbmc)
+    fitted_pbmc.uns["neighbors_model"] = fitted_pbmc.uns["neighbors"]
+    with pytest.raises(ValueError, match="not a scelm model"):
+        scelm.tl.transform(fitted_pbmc, fitted_pbmc, key="neighbors_model")
+
+
+def test_nan_weights_are_rejected(fitted_pbmc):
+    fitted_pbmc.uns["elm"]["encoder"]["W1"] = np.full_like(fitted_pbmc.uns["elm"]["encoder"]["W1"], np.nan)
+    with pytest.raises(ValueError, match="NaN"):
+        scelm.get.jacobian(fitted_pbmc)
+
+
+def test_sc_pp_neighbors_graph_with_other_key(pbmc):
+    sc.pp.neighbors(pbmc, n_neighbors=5, key_added="nn5")
+    scelm.tl.parametric_umap(pbmc, **FAST, neighbors_key="nn5")
+    assert pbmc.uns["elm"]["params"]["graph"] == "uns:nn5"
