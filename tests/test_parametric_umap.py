@@ -111,6 +111,7 @@ def test_graph_reuse_is_scanpys(pbmc):
     np.testing.assert_allclose((rebuilt + rebuilt.T).toarray(), C.toarray(), rtol=1e-6)
     scelm.tl.parametric_umap(pbmc, **FAST)
     assert pbmc.uns["elm"]["params"]["graph"] == "uns:neighbors"
+    assert pbmc.uns["elm"]["params"]["n_neighbors"] == 10  # the stored graph's, not the default
 
 
 def test_builds_own_graph_without_neighbors(sim):

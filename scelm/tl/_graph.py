@@ -29,8 +29,9 @@ def stored_connectivities(adata: AnnData, neighbors_key: str | None):
     return C, key
 
 
-def graph_edges(adata: AnnData, z: np.ndarray, *, neighbors_key, n_neighbors: int, random_state: int, device) -> tuple[EdgeList, str]:
-    """Edges to train on and a description of where they came from."""
+def graph_edges(adata: AnnData, z: np.ndarray, *, neighbors_key, n_neighbors: int, random_state: int, device) -> tuple[EdgeList, str, int]:
+    """Edges to train on, where they came from, and the graph's number of neighbours
+    (-1 when a stored graph does not record it)."""
     C, key = stored_connectivities(adata, neighbors_key)
     if C is None:
         if isinstance(n_neighbors, bool) or not isinstance(n_neighbors, (int, np.integer)):
@@ -42,7 +43,8 @@ def graph_edges(adata: AnnData, z: np.ndarray, *, neighbors_key, n_neighbors: in
     else:
         logg.info(f"    using the graph in adata.uns[{key!r}]")
         source = f"uns:{key}"
+        k = int(np.ravel(adata.uns[key].get("params", {}).get("n_neighbors", -1))[0])
     edges = edges_from_connectivities(C)
     if len(edges.weight) == 0:
         raise ValueError("The neighbourhood graph has no edges between distinct cells.")
-    return edges, source
+    return edges, source, k

@@ -168,7 +168,7 @@ def parametric_umap(
     X, genes, use_raw, loadings = model_input(adata, layer=layer, use_raw=use_raw, mask_var=mask_var, use_rep=use_rep)
     front_end = fit_front_end(X, n_pcs=n_pcs, center=center, loadings=loadings)
     z = front_end.project(X)
-    edges, graph_source = graph_edges(
+    edges, graph_source, graph_k = graph_edges(
         adata, z, neighbors_key=neighbors_key, n_neighbors=n_neighbors, random_state=seed, device=dev
     )
     a, b = find_ab_params(spread, min_dist)
@@ -182,7 +182,7 @@ def parametric_umap(
     )
     params = dict(
         n_components=n_components, min_dist=float(min_dist), spread=float(spread), a=a, b=b,
-        n_neighbors=int(n_neighbors), graph=graph_source, n_epochs=n_epochs,
+        n_neighbors=graph_k, graph=graph_source, n_epochs=n_epochs,
         learning_rate=float(learning_rate), negative_sample_rate=negative_sample_rate,
         repulsion_strength=float(repulsion_strength), hidden=np.asarray(hidden, dtype=np.int64),
         activation=activation, n_pcs=-1 if n_pcs is None and use_rep is None else front_end.n_in,
