@@ -25,6 +25,7 @@ class StoredModel:
     encoder_state: dict[str, np.ndarray]
     params: dict  # fit parameters, incl. activation, layer, use_raw, a, b
     loss_history: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    members: list[StoredModel] = field(default_factory=list)  # other seeds of an ensemble
 
     @property
     def n_components(self) -> int:
@@ -36,7 +37,7 @@ class StoredModel:
         return ELMEncoder.from_numpy(self.encoder_state, self.params["activation"])
 
     def to_uns(self) -> dict:
-        return {
+        entry = {
             "params": dict(self.params),
             "a": float(self.params["a"]),
             "b": float(self.params["b"]),
@@ -45,6 +46,9 @@ class StoredModel:
             "front_end": {"loadings": self.front_end.loadings, "reference": self.front_end.reference},
             "encoder": dict(self.encoder_state),
         }
+        if self.members:
+            entry["members"] = {str(i): m.to_uns() for i, m in enumerate(self.members, 1)}
+        return entry
 
     @classmethod
     def from_adata(cls, adata: AnnData, key: str) -> StoredModel:
@@ -52,7 +56,10 @@ class StoredModel:
             raise KeyError(
                 f"No scelm model in adata.uns[{key!r}]; run scelm.tl.parametric_umap(adata, key_added={key!r}) first."
             )
-        entry = adata.uns[key]
+        return cls._from_entry(adata.uns[key], f"adata.uns[{key!r}]")
+
+    @classmethod
+    def _from_entry(cls, entry, where: str) -> StoredModel:
         try:
             params = dict(entry["params"])
             genes = np.asarray(entry["var_names"]).astype(str)
@@ -66,9 +73,7 @@ class StoredModel:
             if missing:
                 raise KeyError(f"params {missing}")
         except (KeyError, TypeError, AttributeError) as err:
-            raise ValueError(
-                f"adata.uns[{key!r}] is not a scelm model (missing or malformed entry: {err})."
-            ) from err
+            raise ValueError(f"{where} is not a scelm model (missing or malformed entry: {err}).") from err
         n_layers = sum(1 for k in state if k.startswith("W"))
         if (
             fe.loadings.ndim != 2
@@ -78,11 +83,12 @@ class StoredModel:
             or state["W0"].shape[1] != fe.loadings.shape[1]
             or state[f"W{n_layers - 1}"].shape[0] != int(params["n_components"])
         ):
-            raise ValueError(f"adata.uns[{key!r}] is corrupted: its gene list, front end and encoder shapes disagree.")
+            raise ValueError(f"{where} is corrupted: its gene list, front end and encoder shapes disagree.")
         for name, arr in [("loadings", fe.loadings), ("reference", fe.reference), *state.items()]:
             if not np.all(np.isfinite(arr)):
-                raise ValueError(f"adata.uns[{key!r}] is corrupted: {name} contains NaN or inf.")
-        return cls(genes, fe, state, params, history)
+                raise ValueError(f"{where} is corrupted: {name} contains NaN or inf.")
+        members = [cls._from_entry(m, f"{where}['members'][{i!r}]") for i, m in dict(entry.get("members", {})).items()]
+        return cls(genes, fe, state, params, history, members)
 
     def source(self, adata: AnnData) -> tuple[str | None, bool]:
         """``(layer, use_raw)`` to read this model's genes from ``adata``: as fitted, except

@@ -15,15 +15,16 @@ from anndata import AnnData
 from .._model import StoredModel, jacobian_layer_names
 
 
-def iter_model_batches(adata: AnnData, model: StoredModel, key: str, X, *, device, batch_size: int) -> Iterator:
-    """Yield :class:`scelm._core.jacobian.Batch` over the rows of ``X`` (model genes)."""
+def iter_model_batches(adata: AnnData, model: StoredModel, key: str | None, X, *, device, batch_size: int) -> Iterator:
+    """Yield :class:`scelm._core.jacobian.Batch` over the rows of ``X`` (model genes);
+    ``key`` names the model's Jacobian layers (None: recompute)."""
     import torch
 
     from .._core.device import resolve_device
     from .._core.jacobian import Batch, iter_batches
 
     dev = resolve_device(device)
-    layers = jacobian_layer_names(adata, key, model.n_components)
+    layers = None if key is None else jacobian_layer_names(adata, key, model.n_components)
     pos = pd.Index(adata.var_names).get_indexer(model.genes)
     if layers is None or (pos < 0).any():
         yield from iter_batches(model.front_end, model.encoder(), X, device=dev, batch_size=batch_size)

@@ -87,6 +87,20 @@ def contributions(
     return finish(fig, axes, show=show, return_fig=return_fig)
 
 
+def _free_spot(tip: np.ndarray, v: np.ndarray, placed: list[np.ndarray], span: float) -> np.ndarray:
+    """A label position just beyond the arrow tip, slid sideways (alternating) until it is
+    clear of the labels placed so far; greedy, enough for a few arrows per group."""
+    along = v / (np.linalg.norm(v) or 1.0)
+    across = np.array([-along[1], along[0]])
+    base, step = tip + 0.03 * span * along, 0.045 * span
+    for k in range(9):
+        spot = base + across * step * ((k + 1) // 2) * (1 if k % 2 else -1)
+        if all(np.abs(spot - p)[0] > 2.2 * step or np.abs(spot - p)[1] > 0.6 * step for p in placed):
+            break
+    placed.append(spot)
+    return spot
+
+
 @doc_params(doc_show=doc_show)
 def gene_arrows(
     adata: AnnData,
@@ -153,13 +167,13 @@ def gene_arrows(
     longest = max(np.linalg.norm(v) for vs in vectors.values() for v in vs.values()) or 1.0
     span = np.ptp(Y[:, :2], axis=0).max()
     scale = arrow_scale if arrow_scale is not None else 0.2 * span / longest
+    placed: list[np.ndarray] = []
     for g in groups:
         c = centres[g]
         for gene, v in vectors[g].items():
             tip = c + scale * v
             a.annotate("", xy=tip, xytext=c, arrowprops=dict(arrowstyle="-|>", color=colors.get(g, "k"), lw=1.8, shrinkA=0, shrinkB=0))
-            off = 0.03 * span * v / (np.linalg.norm(v) or 1.0)
-            a.text(*(tip + off), gene, fontsize=8, ha="center", va="center",
+            a.text(*_free_spot(tip, v, placed, span), gene, fontsize=8, ha="center", va="center",
                    bbox=dict(boxstyle="round,pad=0.15", fc="white", ec=colors.get(g, "k"), lw=0.6, alpha=0.85))
         a.plot(*c, "o", color="k", ms=4)
     handles, names = a.get_legend_handles_labels()

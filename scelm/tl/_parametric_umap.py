@@ -50,6 +50,7 @@ def parametric_umap(
     use_raw: bool | None = None,
     mask_var: str | np.ndarray | None = None,
     store_jacobian: bool = True,
+    n_models: int = 1,
     random_state: int | None = 0,
     device: str = "auto",
     batch_size: int = 4096,
@@ -109,6 +110,12 @@ def parametric_umap(
         Write ``layers['{{key_added}}_jacobian_{{k}}']`` (cells x genes, zeros for genes the
         model does not read). ``False`` skips them; :func:`scelm.get.jacobian` recomputes
         them exactly from the stored model.
+    n_models
+        Fit an ensemble of this many encoders (seeds ``random_state + i``) on the same
+        graph and front end. The first is the embedding; the others are stored in
+        ``uns[key_added]['members']``, and :func:`scelm.tl.rank_genes_elm` averages its
+        scores over all of them with a standard error: rankings from one seed can be
+        unstable, their average much less so (see ``benchmarks/bench_markers.py``).
     random_state
         Seed for initialisation and negative sampling; CPU runs are reproducible.
     {doc_batch_device}
@@ -125,7 +132,8 @@ def parametric_umap(
     ``adata.uns['{{key_added}}']`` : :class:`dict`
         ``params``, ``a``, ``b``, ``loss_history``, ``var_names`` (genes read),
         ``front_end`` (``loadings``, ``reference``) and ``encoder`` weights: enough to embed
-        and explain new cells after ``write_h5ad``/``read_h5ad`` (:func:`scelm.tl.transform`).
+        and explain new cells after ``write_h5ad``/``read_h5ad`` (:func:`scelm.tl.transform`);
+        with ``n_models > 1`` also ``members``, the other encoders of the ensemble.
     ``adata.layers['{{key_added}}_jacobian_{{k}}']`` : :class:`numpy.ndarray` (n_obs, n_vars)
         Row ``k`` of each cell's Jacobian, when ``store_jacobian``.
 
@@ -151,6 +159,7 @@ def parametric_umap(
     n_components = _check_positive_int("n_components", n_components)
     n_epochs = _default_epochs(adata.n_obs) if n_epochs is None else _check_positive_int("n_epochs", n_epochs)
     negative_sample_rate = _check_positive_int("negative_sample_rate", negative_sample_rate)
+    n_models = _check_positive_int("n_models", n_models)
     batch_size = _check_positive_int("batch_size", batch_size)
     hidden = [_check_positive_int("hidden width", h) for h in hidden]
     if n_pcs is not None:
@@ -172,27 +181,32 @@ def parametric_umap(
         adata, z, neighbors_key=neighbors_key, n_neighbors=n_neighbors, random_state=seed, device=dev
     )
     a, b = find_ab_params(spread, min_dist)
-    encoder = ELMEncoder(
-        front_end.n_in, hidden, n_components, activation=activation,
-        generator=torch.Generator().manual_seed(seed),
-    )
     config = TrainConfig(n_epochs, learning_rate, negative_sample_rate, repulsion_strength, a, b)
-    history = train_encoder(
-        encoder, z, edges, config, device=dev, seed=seed, progress=settings.verbosity >= 1
-    )
     params = dict(
         n_components=n_components, min_dist=float(min_dist), spread=float(spread), a=a, b=b,
         n_neighbors=graph_k, graph=graph_source, n_epochs=n_epochs,
         learning_rate=float(learning_rate), negative_sample_rate=negative_sample_rate,
         repulsion_strength=float(repulsion_strength), hidden=np.asarray(hidden, dtype=np.int64),
         activation=activation, n_pcs=-1 if n_pcs is None and use_rep is None else front_end.n_in,
-        use_rep=use_rep, center=bool(center),
-        layer=layer, use_raw=use_raw, random_state=seed, device=str(dev),
+        use_rep=use_rep, center=bool(center), layer=layer, use_raw=use_raw, device=str(dev),
     )
-    model = StoredModel(genes, front_end, encoder.state_to_numpy(), params, history)
+    models = []
+    for i in range(n_models):
+        if n_models > 1:
+            logg.info(f"    fitting model {i + 1} of {n_models}")
+        encoder = ELMEncoder(
+            front_end.n_in, hidden, n_components, activation=activation,
+            generator=torch.Generator().manual_seed(seed + i),
+        )
+        history = train_encoder(
+            encoder, z, edges, config, device=dev, seed=seed + i, progress=settings.verbosity >= 1
+        )
+        models.append(StoredModel(genes, front_end, encoder.state_to_numpy(), dict(params, random_state=seed + i), history))
+    model = models[0]
+    model.members = models[1:]
     target = adata.copy() if copy else adata
     Y, J = compute_outputs(
-        model, encoder, X, target.var_names, store_jacobian=store_jacobian, device=dev, batch_size=batch_size
+        model, model.encoder(), X, target.var_names, store_jacobian=store_jacobian, device=dev, batch_size=batch_size
     )
     write_outputs(target, key_added, model, Y, J)
     logg.info(

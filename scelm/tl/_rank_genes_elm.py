@@ -32,16 +32,22 @@ def _labels(adata: AnnData, groupby: str) -> pd.Categorical:
     return pd.Categorical(col)
 
 
-def _models(adata: AnnData, key: str | Sequence[str]) -> tuple[list[str], list[StoredModel]]:
+def _models(adata: AnnData, key: str | Sequence[str]) -> tuple[list[str | None], list[StoredModel]]:
+    """Every model to average: each key's model and the members of its ensemble. Members
+    have no Jacobian layers of their own (their layer key is None: recomputed)."""
     keys = [key] if isinstance(key, str) else list(key)
     if not keys:
         raise ValueError("key must name at least one fitted model.")
-    models = [StoredModel.from_adata(adata, k) for k in keys]
+    layer_keys, models = [], []
+    for k in keys:
+        model = StoredModel.from_adata(adata, k)
+        layer_keys += [k] + [None] * len(model.members)
+        models += [model, *model.members]
     first = models[0]
-    for k, m in zip(keys[1:], models[1:]):
+    for m in models[1:]:
         if not np.array_equal(m.genes, first.genes) or m.source(adata) != first.source(adata):
-            raise ValueError(f"Models {keys[0]!r} and {k!r} read different genes or sources; an ensemble needs the same input.")
-    return keys, models
+            raise ValueError(f"The models in {keys} read different genes or sources; an ensemble needs the same input.")
+    return layer_keys, models
 
 
 def _adjust(p: np.ndarray, method: str) -> np.ndarray:
@@ -123,9 +129,10 @@ def rank_genes_elm(
     score
         One of ``'separation'``, ``'position'``, ``'magnitude'``, ``'weight'``.
     key
-        ``key_added`` of the fitted model, or a list of keys of models fitted with different
-        seeds on the same genes: scores are then averaged over models and their standard
-        error is stored in ``scores_se`` (an ensemble, as in instance-wise linearization).
+        ``key_added`` of the fitted model, or a list of keys of models fitted on the same
+        genes. Scores are averaged over these models and the members of their ensembles
+        (``parametric_umap(n_models=k)``), and their standard error over models is stored in
+        ``scores_se``, as in instance-wise linearization of ensembles.
     corr_method
         ``'benjamini-hochberg'`` or ``'bonferroni'``.
     key_added
@@ -158,7 +165,7 @@ def rank_genes_elm(
     if corr_method not in CORR_METHODS:
         raise ValueError(f"corr_method must be one of {CORR_METHODS}, got {corr_method!r}.")
     labels = _labels(adata, groupby)
-    keys, models = _models(adata, key)
+    layer_keys, models = _models(adata, key)
     counts = pd.Series(labels).value_counts()
     present = [c for c in labels.categories if counts.get(c, 0) > 0]
     if skipped := [c for c in labels.categories if counts.get(c, 0) == 0]:
@@ -172,14 +179,14 @@ def rank_genes_elm(
         wanted = [g for g in wanted if g != reference]
     if len(present) < 2 or not wanted:
         raise ValueError(f"Need at least two non-empty groups in {groupby!r} to rank genes.")
-    start = logg.info(f"ranking genes with the ELM ({score}, {len(keys)} model(s))")
+    start = logg.info(f"ranking genes with the ELM ({score}, {len(models)} model(s))")
 
     dev = resolve_device(device)
     code = np.array(pd.Categorical(labels, categories=present).codes)  # -1 for NaN labels
     X = models[0].input_matrix(adata)
     d = models[0].n_components
     acc = GroupMoments(len(present), len(models) * d, len(models[0].genes), device=dev)
-    streams = [iter_model_batches(adata, m, k, X, device=dev, batch_size=batch_size) for k, m in zip(keys, models)]
+    streams = [iter_model_batches(adata, m, k, X, device=dev, batch_size=batch_size) for k, m in zip(layer_keys, models)]
     for batches in zip(*streams):
         b0 = batches[0]
         rows = torch.as_tensor(code[b0.start : b0.stop], device=dev, dtype=torch.long)
@@ -234,7 +241,8 @@ def rank_genes_elm(
     result["centroid_distance"] = _recarray(distances)
     result["params"] = dict(
         groupby=groupby, reference=reference, method="elm", use_raw=use_raw, layer=layer,
-        corr_method=corr_method, score=score, elm_key=keys[0] if len(keys) == 1 else np.asarray(keys, dtype=object),
+        corr_method=corr_method, score=score, n_models=len(models),
+        elm_key=key if isinstance(key, str) else np.asarray(list(key), dtype=object),
     )
     target = adata.copy() if copy else adata
     target.uns[key_added] = result
