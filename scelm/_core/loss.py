@@ -63,7 +63,8 @@ def umap_loss_and_gradient(
     d2b = d2.pow(b)
     coef = weight * (2.0 * a * b) * d2b / (d2 * (1.0 + a * d2b))
     ndiff = y[neg_head] - y[neg_tail]
-    x = ndiff.pow(2).sum(1) + REPULSION_EPS
+    nd2 = ndiff.pow(2).sum(1)
+    x = nd2 + REPULSION_EPS
     xb = x.pow(b)
     ncoef = -(repulsion_strength * 2.0 * b) * neg_weight / (x * (1.0 + a * xb))
     pair = coef.unsqueeze(1) * diff
@@ -71,7 +72,7 @@ def umap_loss_and_gradient(
     grad = torch.zeros_like(y)
     grad.index_add_(0, head, pair).index_add_(0, tail, -pair)
     grad.index_add_(0, neg_head, npair).index_add_(0, neg_tail, -npair)
-    attract = (weight * torch.log1p(a * d2b)).sum()  # = sum w * attraction(d2)
-    repel = (neg_weight * torch.log1p(1.0 / (a * xb))).sum()  # = sum w * repulsion(d2)
+    attract = (weight * attraction(d2, a, b)).sum()
+    repel = (neg_weight * repulsion(nd2, a, b)).sum()
     loss = (attract + repulsion_strength * repel) / total
     return loss, grad / total

@@ -61,7 +61,7 @@ def transform(
     X = model.input_matrix(adata)
     target = adata.copy() if copy else adata
     Y, J = compute_outputs(
-        model, model.encoder(), X, target.var_names, store_jacobian=store_jacobian, device=dev, batch_size=batch_size
+        model, X, target.var_names, store_jacobian=store_jacobian, device=dev, batch_size=batch_size
     )
     write_outputs(target, key_added, model, Y, J)
     logg.info("    finished", time=start)

@@ -13,7 +13,7 @@ from .. import _keys
 from .._model import StoredModel
 
 
-def compute_outputs(model: StoredModel, encoder, X, target_var_names: pd.Index, *, store_jacobian: bool, device, batch_size: int):
+def compute_outputs(model: StoredModel, X, target_var_names: pd.Index, *, store_jacobian: bool, device, batch_size: int):
     """Embedding ``(n, d)`` and, if asked and possible, one ``(n, n_vars)`` Jacobian per axis."""
     from .._core.jacobian import iter_batches
 
@@ -27,7 +27,7 @@ def compute_outputs(model: StoredModel, encoder, X, target_var_names: pd.Index, 
         store_jacobian = False
     Y = np.empty((n, d), dtype=np.float32)
     J = [np.zeros((n, len(target_var_names)), dtype=np.float32) for _ in range(d)] if store_jacobian else None
-    for b in iter_batches(model.front_end, encoder, X, device=device, batch_size=batch_size, jacobian=store_jacobian):
+    for b in iter_batches(model.front_end, model.encoder(), X, device=device, batch_size=batch_size, jacobian=store_jacobian):
         Y[b.start : b.stop] = b.embedding.cpu().numpy()
         if store_jacobian:
             jac = b.jacobian.cpu().numpy()
