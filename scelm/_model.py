@@ -123,6 +123,8 @@ class StoredModel:
 
 
 def jacobian_layer_names(adata: AnnData, key: str, n_components: int) -> list[str] | None:
-    """The Jacobian layers of ``key`` when all are present, else None."""
+    """The Jacobian layers of ``key`` when they hold the exact (float32) Jacobian of every
+    model gene, else None: callers then recompute from the model."""
     names = _keys.jacobian_layers(key, n_components)
-    return names if all(n in adata.layers for n in names) else None
+    complete = all(n in adata.layers and adata.layers[n].dtype == np.float32 for n in names)
+    return names if complete and "jacobian_genes" not in adata.uns.get(key, {}) else None

@@ -14,7 +14,7 @@ from .._docs import doc_batch_device, doc_copy, doc_input, doc_params
 from .._input import check_adata, model_input
 from .._model import StoredModel
 from ._graph import graph_edges
-from ._write import compute_outputs, write_outputs
+from ._write import compute_outputs, jacobian_storage, write_outputs
 
 
 def _check_positive_int(name: str, value, minimum: int = 1) -> int:
@@ -49,7 +49,7 @@ def parametric_umap(
     layer: str | None = None,
     use_raw: bool | None = None,
     mask_var: str | np.ndarray | None = None,
-    store_jacobian: bool = True,
+    store_jacobian: bool | str | Sequence[str] = True,
     n_models: int = 1,
     random_state: int | None = 0,
     device: str = "auto",
@@ -108,8 +108,11 @@ def parametric_umap(
     {doc_input}
     store_jacobian
         Write ``layers['{{key_added}}_jacobian_{{k}}']`` (cells x genes, zeros for genes the
-        model does not read). ``False`` skips them; :func:`scelm.get.jacobian` recomputes
-        them exactly from the stored model.
+        model does not read): ``True``/``'float32'``; ``'float16'`` halves their memory (for
+        plotting with scanpy; scelm's own functions then recompute exact values); a list of
+        genes stores only those (named in ``uns[key_added]['jacobian_genes']``); ``False``
+        stores none. :func:`scelm.get.jacobian` recomputes exactly from the model whenever the
+        layers are not the complete float32 Jacobian.
     n_models
         Fit an ensemble of this many encoders (seeds ``random_state + i``) on the same
         graph and front end. The first is the embedding; the others are stored in
@@ -175,6 +178,7 @@ def parametric_umap(
     if adata.n_obs < 3:
         raise ValueError(f"parametric_umap needs at least 3 cells, got {adata.n_obs}.")
     X, genes, use_raw, loadings = model_input(adata, layer=layer, use_raw=use_raw, mask_var=mask_var, use_rep=use_rep)
+    jacobian_storage(genes, store_jacobian)  # a bad value fails now, not after training
     front_end = fit_front_end(X, n_pcs=n_pcs, center=center, loadings=loadings)
     z = front_end.project(X)
     edges, graph_source, graph_k = graph_edges(
@@ -205,10 +209,10 @@ def parametric_umap(
     model = models[0]
     model.members = models[1:]
     target = adata.copy() if copy else adata
-    Y, J = compute_outputs(
+    Y, J, stored_genes = compute_outputs(
         model, X, target.var_names, store_jacobian=store_jacobian, device=dev, batch_size=batch_size
     )
-    write_outputs(target, key_added, model, Y, J)
+    write_outputs(target, key_added, model, Y, J, stored_genes)
     logg.info(
         "    finished",
         time=start,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from anndata import AnnData
 from scanpy import logging as logg
 
@@ -19,7 +21,7 @@ def transform(
     *,
     key: str = _keys.DEFAULT_KEY,
     key_added: str | None = None,
-    store_jacobian: bool = True,
+    store_jacobian: bool | str | Sequence[str] = True,
     device: str = "auto",
     batch_size: int = 4096,
     copy: bool = False,
@@ -41,7 +43,7 @@ def transform(
     key_added
         Prefix of the keys written to ``adata``; defaults to ``key``.
     store_jacobian
-        Also write the Jacobian layers for the query cells.
+        Jacobian layers for the query cells, as in :func:`scelm.tl.parametric_umap`.
     {doc_batch_device}
     {doc_copy}
 
@@ -60,9 +62,9 @@ def transform(
     start = logg.info(f"embedding {adata.n_obs} cells with the model in uns[{key!r}]")
     X = model.input_matrix(adata)
     target = adata.copy() if copy else adata
-    Y, J = compute_outputs(
+    Y, J, stored_genes = compute_outputs(
         model, X, target.var_names, store_jacobian=store_jacobian, device=dev, batch_size=batch_size
     )
-    write_outputs(target, key_added, model, Y, J)
+    write_outputs(target, key_added, model, Y, J, stored_genes)
     logg.info("    finished", time=start)
     return target if copy else None

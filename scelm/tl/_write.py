@@ -13,36 +13,61 @@ from .. import _keys
 from .._model import StoredModel
 
 
-def compute_outputs(model: StoredModel, X, target_var_names: pd.Index, *, store_jacobian: bool, device, batch_size: int):
-    """Embedding ``(n, d)`` and, if asked and possible, one ``(n, n_vars)`` Jacobian per axis."""
+def jacobian_storage(genes: np.ndarray, store_jacobian) -> tuple[type | None, np.ndarray | None]:
+    """``(dtype, model-gene positions to store)`` from ``store_jacobian``; positions None
+    means every model gene, dtype None means no layers."""
+    if store_jacobian is False or store_jacobian is None:
+        return None, None
+    if store_jacobian is True or (isinstance(store_jacobian, str) and store_jacobian == "float32"):
+        return np.float32, None
+    if isinstance(store_jacobian, str) and store_jacobian == "float16":
+        return np.float16, None
+    if isinstance(store_jacobian, str) or not hasattr(store_jacobian, "__iter__"):
+        raise ValueError(f"store_jacobian must be True, False, 'float32', 'float16' or a list of genes, got {store_jacobian!r}.")
+    names = pd.Index([str(g) for g in store_jacobian])
+    pos = pd.Index(genes).get_indexer(names)
+    if (pos < 0).any():
+        raise KeyError(f"store_jacobian names genes the model does not read: {names[pos < 0][:10].tolist()}.")
+    return np.float32, pos
+
+
+def compute_outputs(model: StoredModel, X, target_var_names: pd.Index, *, store_jacobian, device, batch_size: int):
+    """Embedding ``(n, d)``, the Jacobian layers to store (one ``(n, n_vars)`` array per axis,
+    or None) and the stored gene names when only some genes are stored (else None)."""
     from .._core.jacobian import iter_batches
 
+    dtype, subset = jacobian_storage(model.genes, store_jacobian)
     n, d = X.shape[0], model.n_components
-    pos = pd.Index(target_var_names).get_indexer(model.genes)
-    if store_jacobian and (pos < 0).any():
+    genes = model.genes if subset is None else model.genes[subset]
+    pos = pd.Index(target_var_names).get_indexer(genes)
+    if dtype is not None and (pos < 0).any():
         logg.warning(
             f"{int((pos < 0).sum())} model genes are not in adata.var_names (e.g. genes only in .raw); "
             "Jacobian layers are not stored: scelm.get.jacobian recomputes them exactly from the model."
         )
-        store_jacobian = False
+        dtype = None
     Y = np.empty((n, d), dtype=np.float32)
-    J = [np.zeros((n, len(target_var_names)), dtype=np.float32) for _ in range(d)] if store_jacobian else None
-    for b in iter_batches(model.front_end, model.encoder(), X, device=device, batch_size=batch_size, jacobian=store_jacobian):
+    J = [np.zeros((n, len(target_var_names)), dtype=dtype) for _ in range(d)] if dtype is not None else None
+    cols = slice(None) if subset is None else subset
+    for b in iter_batches(model.front_end, model.encoder(), X, device=device, batch_size=batch_size, jacobian=J is not None):
         Y[b.start : b.stop] = b.embedding.cpu().numpy()
-        if store_jacobian:
-            jac = b.jacobian.cpu().numpy()
+        if J is not None:
+            jac = b.jacobian[:, :, cols].cpu().numpy()
             for k in range(d):
                 J[k][b.start : b.stop, pos] = jac[:, k, :]
-    return Y, J
+    return Y, J, (genes if J is not None and subset is not None else None)
 
 
-def write_outputs(adata: AnnData, key: str, model: StoredModel, Y: np.ndarray, J) -> None:
-    """Replace every key of ``key`` at once: embedding, model, Jacobian layers."""
+def write_outputs(adata: AnnData, key: str, model: StoredModel, Y: np.ndarray, J, stored_genes=None) -> None:
+    """Replace every key of ``key`` at once: embedding, model, Jacobian layers (and, when
+    only some genes' Jacobians are stored, their names in ``uns[key]['jacobian_genes']``)."""
     stale = re.compile(rf"{re.escape(key)}_jacobian_\d+")
     for name in [lay for lay in adata.layers.keys() if stale.fullmatch(lay)]:
         del adata.layers[name]
     adata.obsm[_keys.embedding_key(key)] = Y
     adata.uns[key] = model.to_uns()
+    if stored_genes is not None:
+        adata.uns[key]["jacobian_genes"] = np.asarray(stored_genes, dtype=object)
     if J is not None:
         for k, layer in enumerate(_keys.jacobian_layers(key, len(J))):
             adata.layers[layer] = J[k]
