@@ -69,11 +69,14 @@ def gene_mask(adata: AnnData, var_names: pd.Index, mask_var) -> np.ndarray:
 
 
 def take_genes(X, idx: np.ndarray):
-    """Columns ``idx`` of a dense, sparse (CSR/CSC/COO) or backed matrix; sparse stays CSR."""
+    """Columns ``idx`` of a dense, sparse (CSR/CSC/COO) or backed matrix, checked numeric and
+    finite, as float32; sparse stays CSR."""
     if sparse.issparse(X):
         X = sparse.csr_matrix(X)
     sub = X[:, idx]
-    return sparse.csr_matrix(sub) if sparse.issparse(sub) else np.asarray(sub)
+    sub = sparse.csr_matrix(sub) if sparse.issparse(sub) else np.asarray(sub)
+    check_finite(sub, "The input matrix")
+    return sub.astype(np.float32) if sub.dtype != np.float32 else sub
 
 
 def check_finite(X, what: str) -> None:
@@ -135,7 +138,5 @@ def model_input(adata: AnnData, *, layer, use_raw, mask_var, use_rep=None):
         mask = np.all(np.isfinite(loadings), axis=1) & np.any(loadings != 0, axis=1)
         loadings = loadings[mask]
     Xs = take_genes(X, np.flatnonzero(mask))
-    check_finite(Xs, "The input matrix")
-    Xs = Xs.astype(np.float32) if Xs.dtype != np.float32 else Xs
     warn_if_counts(Xs, "The input matrix")
     return Xs, np.asarray(var_names[mask]), use_raw, loadings

@@ -15,7 +15,7 @@ from scanpy import logging as logg
 
 from . import _keys
 from ._core.frontend import LinearFrontEnd
-from ._input import check_finite, source_matrix, take_genes
+from ._input import source_matrix, take_genes
 
 
 @dataclass
@@ -112,10 +112,7 @@ class StoredModel:
                 f"{len(missing)} of the model's {len(self.genes)} genes are missing from {where}: "
                 f"{missing[:10].tolist()}{' ...' if len(missing) > 10 else ''}."
             )
-        Xs = take_genes(X, pos)
-        check_finite(Xs, "The input matrix")
-        Xs = Xs.astype(np.float32) if Xs.dtype != np.float32 else Xs
-        return Xs
+        return take_genes(X, pos)
 
     def source_var_names(self, adata: AnnData) -> pd.Index:
         """Gene axis of the source matrix (``.raw.var_names`` or ``var_names``)."""

@@ -63,7 +63,6 @@ class GroupScores:
     t: np.ndarray  # Welch t of the per-cell projected contribution, group vs reference
     dof: np.ndarray
     distance: float  # mean over models of |centroid_g - centroid_ref|
-    coordinate: float  # mean over models of centroid_g . u
 
 
 def group_scores(g: dict, r: dict, n_models: int, d: int) -> GroupScores:
@@ -113,5 +112,5 @@ def group_scores(g: dict, r: dict, n_models: int, d: int) -> GroupScores:
     return GroupScores(
         separation=mean["separation"], position=mean["position"], magnitude=mean["magnitude"],
         weight=mean["weight"], spread=spread, t=t.cpu().numpy(), dof=dof.cpu().numpy(),
-        distance=float(dist.mean()), coordinate=float(torch.einsum("md,md->m", mu_g, u).mean()),
+        distance=float(dist.mean()),
     )
