@@ -17,6 +17,13 @@ def check_adata(adata) -> AnnData:
     return adata
 
 
+def frame_column(frame, name: str) -> pd.Series:
+    """A column of ``obs``/``var`` as a pandas Series, also from a lazy AnnData (whose
+    ``obs`` is an xarray-backed ``Dataset2D``)."""
+    col = frame[name]
+    return col if isinstance(col, pd.Series) else col.to_pandas()
+
+
 def resolve_use_raw(adata: AnnData, layer: str | None, use_raw: bool | None) -> bool:
     """scanpy's rule: ``use_raw=None`` means ``.raw`` when it exists and no layer is given."""
     if use_raw is None:
@@ -55,7 +62,7 @@ def gene_mask(adata: AnnData, var_names: pd.Index, mask_var) -> np.ndarray:
     if isinstance(mask_var, str):
         if mask_var not in adata.var.columns:
             raise KeyError(f"mask_var={mask_var!r} is not a column of adata.var.")
-        col = adata.var[mask_var]
+        col = frame_column(adata.var, mask_var)
         if col.dtype != bool:
             raise TypeError(f"adata.var[{mask_var!r}] must be boolean, got {col.dtype}.")
         mask = col.reindex(var_names).fillna(False).to_numpy(dtype=bool)
@@ -68,15 +75,35 @@ def gene_mask(adata: AnnData, var_names: pd.Index, mask_var) -> np.ndarray:
     return mask
 
 
-def take_genes(X, idx: np.ndarray):
-    """Columns ``idx`` of a dense, sparse (CSR/CSC/COO) or backed matrix, checked numeric and
-    finite, as float32; sparse stays CSR."""
-    if sparse.issparse(X):
-        X = sparse.csr_matrix(X)
-    sub = X[:, idx]
-    sub = sparse.csr_matrix(sub) if sparse.issparse(sub) else np.asarray(sub)
-    check_finite(sub, "The input matrix")
-    return sub.astype(np.float32) if sub.dtype != np.float32 else sub
+class GeneColumns:
+    """Some columns of a cells x genes matrix, read block of rows by block of rows.
+
+    ``X`` may be dense, sparse, backed (h5py/zarr) or a Dask array (e.g. from
+    ``anndata.experimental.read_lazy``): nothing is copied up front, so memory stays at one
+    block however large ``X`` is. Each block is checked numeric and finite and comes back
+    as float32, dense or CSR. ``rows[a:b]`` is the only indexing supported.
+    """
+
+    def __init__(self, X, idx: np.ndarray):
+        dtype = np.dtype(X.dtype)
+        if not np.issubdtype(dtype, np.number) or dtype == bool:
+            raise TypeError(f"The input matrix must be numeric, got dtype {dtype}.")
+        self.X = X
+        self.idx = np.asarray(idx)
+        self.shape = (X.shape[0], len(self.idx))
+
+    def __getitem__(self, rows: slice):
+        if not isinstance(rows, slice):
+            raise TypeError("GeneColumns is read by slices of rows.")
+        block = self.X[rows]
+        if hasattr(block, "compute"):  # Dask: materialise this block only
+            block = block.compute()
+        if sparse.issparse(block):
+            block = sparse.csr_matrix(block)[:, self.idx]
+        else:
+            block = np.asarray(block)[:, self.idx]
+        check_finite(block, "The input matrix")
+        return block.astype(np.float32) if block.dtype != np.float32 else block
 
 
 def check_finite(X, what: str) -> None:
@@ -115,7 +142,7 @@ def rep_loadings(adata: AnnData, use_rep: str) -> np.ndarray:
 
 
 def model_input(adata: AnnData, *, layer, use_raw, mask_var, use_rep=None):
-    """Gene matrix (cells x selected genes, float32, CSR if sparse), the selected names,
+    """Gene matrix (cells x selected genes, as :class:`GeneColumns`), the selected names,
     whether ``.raw`` was read, and the loadings of ``use_rep`` over those genes (or None).
 
     With ``use_rep``, the genes are those whose loadings are finite and not all zero (scanpy
@@ -137,6 +164,6 @@ def model_input(adata: AnnData, *, layer, use_raw, mask_var, use_rep=None):
     else:
         mask = np.all(np.isfinite(loadings), axis=1) & np.any(loadings != 0, axis=1)
         loadings = loadings[mask]
-    Xs = take_genes(X, np.flatnonzero(mask))
-    warn_if_counts(Xs, "The input matrix")
+    Xs = GeneColumns(X, np.flatnonzero(mask))
+    warn_if_counts(Xs[: min(Xs.shape[0], 10_000)], "The input matrix")
     return Xs, np.asarray(var_names[mask]), use_raw, loadings

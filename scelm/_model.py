@@ -15,7 +15,7 @@ from scanpy import logging as logg
 
 from . import _keys
 from ._core.frontend import LinearFrontEnd
-from ._input import source_matrix, take_genes
+from ._input import GeneColumns, source_matrix
 
 
 @dataclass
@@ -101,7 +101,8 @@ class StoredModel:
         return layer, use_raw
 
     def input_matrix(self, adata: AnnData):
-        """The model's genes, matched by name, from the source given by :meth:`source`."""
+        """The model's genes, matched by name, from the source given by :meth:`source`,
+        as :class:`~scelm._input.GeneColumns` (read block by block)."""
         layer, use_raw = self.source(adata)
         X, var_names = source_matrix(adata, layer=layer, use_raw=use_raw)
         pos = pd.Index(var_names).get_indexer(self.genes)
@@ -112,7 +113,7 @@ class StoredModel:
                 f"{len(missing)} of the model's {len(self.genes)} genes are missing from {where}: "
                 f"{missing[:10].tolist()}{' ...' if len(missing) > 10 else ''}."
             )
-        return take_genes(X, pos)
+        return GeneColumns(X, pos)
 
     def source_var_names(self, adata: AnnData) -> pd.Index:
         """Gene axis of the source matrix (``.raw.var_names`` or ``var_names``)."""

@@ -54,7 +54,7 @@ def test_jacobian_matches_autograd_in_gene_space(fitted_pbmc):
     enc = model.encoder().double()
     W = torch.as_tensor(model.front_end.loadings, dtype=torch.float64)
     ref = torch.as_tensor(model.front_end.reference, dtype=torch.float64)
-    X = model.input_matrix(fitted_pbmc).toarray()
+    X = model.input_matrix(fitted_pbmc)[:].toarray()
     J = scelm.get.jacobian(fitted_pbmc)
     pos = fitted_pbmc.raw.var_names.get_indexer(model.genes)
 
@@ -75,7 +75,7 @@ def test_integrated_gradients_from_zero_equal_contributions(fitted_pbmc):
     assert np.all(model.front_end.reference == 0)
     enc = model.encoder().double()
     W = torch.as_tensor(model.front_end.loadings, dtype=torch.float64)
-    X = model.input_matrix(fitted_pbmc).toarray()
+    X = model.input_matrix(fitted_pbmc)[:].toarray()
     C = scelm.get.contributions(fitted_pbmc)
     pos = fitted_pbmc.raw.var_names.get_indexer(model.genes)
     for i in [3, 123]:

@@ -17,7 +17,8 @@ CHUNK = 8192
 
 
 def iter_row_chunks(X, chunk: int = CHUNK):
-    """Yield ``(start, stop, dense float64 rows)`` of a dense or sparse matrix."""
+    """Yield ``(start, stop, dense float64 rows)`` of anything sliced by rows into dense
+    or sparse blocks (arrays, sparse matrices, :class:`scelm._input.GeneColumns`)."""
     for start in range(0, X.shape[0], chunk):
         stop = min(start + chunk, X.shape[0])
         block = X[start:stop]
@@ -54,10 +55,13 @@ class LinearFrontEnd:
         return self.loadings.shape[1]
 
     def project(self, X) -> np.ndarray:
-        """Encoder input for rows of ``X`` (dense or sparse), float32 ``(n, n_in)``."""
-        z = X @ self.loadings.astype(np.float64)
-        z = np.asarray(z) - self.reference.astype(np.float64) @ self.loadings.astype(np.float64)
-        return z.astype(np.float32)
+        """Encoder input for the rows of ``X`` (read in row chunks), float32 ``(n, n_in)``."""
+        W = self.loadings.astype(np.float64)
+        shift = self.reference.astype(np.float64) @ W
+        z = np.empty((X.shape[0], self.n_in), dtype=np.float32)
+        for start, stop, rows in iter_row_chunks(X):
+            z[start:stop] = rows @ W - shift
+        return z
 
 
 def fit_front_end(X, *, n_pcs: int | None, center: bool, loadings: np.ndarray | None = None) -> LinearFrontEnd:

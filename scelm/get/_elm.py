@@ -13,6 +13,7 @@ from .._docs import doc_batch_device, doc_key, doc_params
 from .._input import check_adata
 from .._model import StoredModel
 from ._batches import iter_model_batches
+from ._lazy import fill, lazy_values
 
 doc_genes = """\
 genes
@@ -32,17 +33,18 @@ def _gene_axis(adata: AnnData, model: StoredModel, genes) -> tuple[pd.Index, np.
     return names, pd.Index(model.genes).get_indexer(names)
 
 
-def _stream(adata, key, genes, *, contributions: bool, device, batch_size) -> np.ndarray:
+def _stream(adata, key, genes, *, contributions: bool, lazy: bool, device, batch_size):
+    from .._core.device import resolve_device
+
     check_adata(adata)
     model = StoredModel.from_adata(adata, key)
     names, pos = _gene_axis(adata, model, genes)
-    read = pos >= 0
     X = model.input_matrix(adata)
+    if lazy:
+        return lazy_values(model, X, pos, contributions=contributions, device=resolve_device(device), batch_size=batch_size)
     out = np.zeros((adata.n_obs, model.n_components, len(names)), dtype=np.float32)
-    for b in iter_model_batches(adata, model, key, X, device=device, batch_size=batch_size):
-        values = b.contributions() if contributions else b.jacobian
-        out[b.start : b.stop][:, :, read] = values[:, :, pos[read]].cpu().numpy()
-    return out
+    batches = iter_model_batches(adata, model, key, X, device=device, batch_size=batch_size)
+    return fill(out, batches, pos, contributions=contributions)
 
 
 @doc_params(doc_key=doc_key, doc_batch_device=doc_batch_device, doc_genes=doc_genes)
@@ -51,9 +53,10 @@ def jacobian(
     *,
     key: str = _keys.DEFAULT_KEY,
     genes: str | Sequence[str] | None = None,
+    lazy: bool = False,
     device: str = "auto",
     batch_size: int = 4096,
-) -> np.ndarray:
+):
     """Each cell's equivalent linear mapping: the exact Jacobian of the embedding.
 
     Parameters
@@ -66,10 +69,11 @@ def jacobian(
 
     Returns
     -------
-    float32 array ``(n_obs, n_components, n_genes)``, zero for genes the model does not
-    read. Read from the Jacobian layers when stored, else recomputed exactly in batches.
+    float32 array ``(n_obs, n_components, n_genes)`` (a Dask array if ``lazy``), zero for
+    genes the model does not read. Read from the Jacobian layers when stored, else
+    recomputed exactly in batches.
     """
-    return _stream(adata, key, genes, contributions=False, device=device, batch_size=batch_size)
+    return _stream(adata, key, genes, contributions=False, lazy=lazy, device=device, batch_size=batch_size)
 
 
 @doc_params(doc_key=doc_key, doc_batch_device=doc_batch_device, doc_genes=doc_genes)
@@ -78,9 +82,10 @@ def contributions(
     *,
     key: str = _keys.DEFAULT_KEY,
     genes: str | Sequence[str] | None = None,
+    lazy: bool = False,
     device: str = "auto",
     batch_size: int = 4096,
-) -> np.ndarray:
+):
     """Per-gene contributions ``J(x) * (x - x_ref)`` to each embedding coordinate.
 
     Over all genes they sum to the embedding exactly:
@@ -99,6 +104,6 @@ def contributions(
 
     Returns
     -------
-    float32 array ``(n_obs, n_components, n_genes)``.
+    float32 array ``(n_obs, n_components, n_genes)`` (a Dask array if ``lazy``).
     """
-    return _stream(adata, key, genes, contributions=True, device=device, batch_size=batch_size)
+    return _stream(adata, key, genes, contributions=True, lazy=lazy, device=device, batch_size=batch_size)

@@ -12,7 +12,8 @@ from scipy import sparse
 
 from .. import _keys
 from .._docs import doc_batch_device, doc_copy, doc_params
-from .._input import check_adata, source_matrix
+from .._core.frontend import CHUNK
+from .._input import GeneColumns, check_adata, frame_column, source_matrix
 from .._model import StoredModel
 
 SCORES = ("separation", "position", "magnitude", "weight")
@@ -22,7 +23,7 @@ CORR_METHODS = ("benjamini-hochberg", "bonferroni")
 def _labels(adata: AnnData, groupby: str) -> pd.Categorical:
     if groupby not in adata.obs.columns:
         raise KeyError(f"groupby={groupby!r} is not a column of adata.obs; available: {list(adata.obs.columns)}.")
-    col = adata.obs[groupby]
+    col = frame_column(adata.obs, groupby)
     if not isinstance(col.dtype, pd.CategoricalDtype):
         logg.info(f"    adata.obs[{groupby!r}] is not categorical; treating its values as categories")
         col = col.astype(str).where(col.notna()).astype("category")
@@ -62,11 +63,17 @@ def _adjust(p: np.ndarray, method: str) -> np.ndarray:
 
 
 def _group_means(X, code: np.ndarray, n_groups: int) -> np.ndarray:
-    """Mean expression per group ``(n_groups, n_genes)``; sparse input stays sparse."""
-    keep = code >= 0
-    onehot = sparse.csr_matrix((np.ones(keep.sum()), (code[keep], np.flatnonzero(keep))), shape=(n_groups, len(code)))
-    sums = np.asarray((onehot @ X).todense() if sparse.issparse(X) else onehot @ np.asarray(X), dtype=np.float64)
-    return sums / np.asarray(onehot.sum(1))
+    """Mean expression per group ``(n_groups, n_genes)``, streamed over row blocks of ``X``."""
+    sums = np.zeros((n_groups, X.shape[1]))
+    counts = np.zeros(n_groups)
+    for start in range(0, X.shape[0], CHUNK):
+        rows = code[start : start + CHUNK]
+        keep = np.flatnonzero(rows >= 0)
+        onehot = sparse.csr_matrix((np.ones(len(keep)), (rows[keep], keep)), shape=(n_groups, len(rows)))
+        block = onehot @ X[start : start + CHUNK]
+        sums += block.toarray() if sparse.issparse(block) else block
+        counts += np.bincount(rows[keep], minlength=n_groups)
+    return sums / counts[:, None]
 
 
 def _recarray(columns: dict[str, np.ndarray]) -> np.recarray:
@@ -206,7 +213,7 @@ def rank_genes_elm(
     src_X, src_genes = source_matrix(adata, layer=layer, use_raw=use_raw)
     src_genes = np.asarray(src_genes)
     pos = pd.Index(src_genes).get_indexer(models[0].genes)
-    means = _group_means(src_X, code, len(present))
+    means = _group_means(GeneColumns(src_X, np.arange(len(src_genes))), code, len(present))
     out = {name: {} for name in ("names", "scores", "logfoldchanges", "pvals", "pvals_adj", "lower_in_group", "scores_se")}
     distances = {}
     small = []
