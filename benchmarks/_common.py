@@ -16,6 +16,31 @@ def timer(out: dict, key: str):
     out[key] = time.perf_counter() - t0
 
 
+class PeakRSS:
+    """Peak resident memory (GB) of this process while the block runs, sampled every 10 ms
+    (``ru_maxrss`` cannot be reset, so it would include whatever ran before)."""
+
+    def __enter__(self):
+        import threading
+
+        import psutil
+
+        self._proc, self._stop = psutil.Process(), threading.Event()
+        self.before = self.peak = self._proc.memory_info().rss / 2**30
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self):
+        while not self._stop.wait(0.01):
+            self.peak = max(self.peak, self._proc.memory_info().rss / 2**30)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._proc.memory_info().rss / 2**30)
+
+
 def peak_rss_gb() -> float:
     """Peak resident memory of this process so far (Linux: ru_maxrss in KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20

@@ -84,17 +84,22 @@ def simulate_markers(
         logfc[np.ix_(users, idx)] += effect * rng.uniform(0.5, 1.5, size=(len(users), program_size))
 
     library = np.exp(rng.normal(0.0, library_sd, size=n_cells)) * 3.0
-    mean = library[:, None] * base[None, :] * np.exp(logfc[labels])
-    counts = rng.negative_binomial(dispersion, dispersion / (dispersion + mean)).astype(np.float32)
+    # Drawn in blocks of cells, so memory stays at the sparse result (the draws are the
+    # same as one call over all cells: the generator is consumed in the same order).
+    blocks = []
+    for start in range(0, n_cells, 16384):
+        rows = slice(start, start + 16384)
+        mean = library[rows, None] * base[None, :] * np.exp(logfc[labels[rows]])
+        blocks.append(sparse.csr_matrix(rng.negative_binomial(dispersion, dispersion / (dispersion + mean)).astype(np.float32)))
+    X = sparse.vstack(blocks, format="csr")
 
     obs = pd.DataFrame({"cell_type": pd.Categorical([types[i] for i in labels], categories=types)},
                        index=[f"cell{i:06d}" for i in range(n_cells)])
     var = pd.DataFrame({"marker_of": marker_of.astype(str)}, index=genes)
-    X = sparse.csr_matrix(counts)
     adata = AnnData(X=X, obs=obs, var=var)
     if normalize:
         adata.layers["counts"] = X.copy()
         totals = np.asarray(X.sum(1)).ravel()
         scale = 1e4 / np.maximum(totals, 1)
-        adata.X = sparse.csr_matrix(sparse.diags(scale) @ X).log1p().astype(np.float32)
+        adata.X = sparse.csr_matrix(sparse.diags(scale.astype(np.float32)) @ X).log1p()
     return adata, markers

@@ -1,0 +1,153 @@
+"""Scaling: scelm vs umap-learn from 10^3 to 2x10^5 cells, same data, same run.
+
+    python benchmarks/bench_scale.py [--sizes 1000 10000 50000 100000 200000] [--n-genes 2000]
+                                     [--device cpu|cuda] [--timeout 1800]
+
+Data: ``scelm.datasets.simulate_markers`` (8 types), log-normalised sparse X, written once
+per size to ``--workdir`` with scanpy's 50 PCs. Each (size, method) runs in a fresh
+process. umap-learn embeds the 50 PCs (``sc.pp.neighbors`` fails from 8,192 cells with
+scipy >= 1.15, so it is called directly); scelm reads X itself (its own PCA, graph, fit),
+then ``rank_genes_elm`` computes Jacobian group moments for every cell.
+
+Memory (#7): ``peak_over_X`` is the peak RSS added during ``parametric_umap(
+store_jacobian=False)`` + ``rank_genes_elm`` over the bytes of X (goal <= 3).
+Quality: trustworthiness and kNN label accuracy on 5,000 cells, against the 50 PCs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import subprocess
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import PeakRSS, knn_accuracy, print_table, timer, trustworthiness  # noqa: E402
+
+warnings.filterwarnings("ignore")
+
+
+def data_path(workdir: Path, n_cells: int, n_genes: int) -> Path:
+    """Simulate once per size; the h5ad holds X (log-normalised CSR) and X_pca."""
+    import scanpy as sc
+
+    import scelm
+
+    path = workdir / f"sim_{n_cells}x{n_genes}.h5ad"
+    if not path.exists():
+        adata, _ = scelm.datasets.simulate_markers(n_cells, n_genes, n_types=8, random_state=0)
+        del adata.layers["counts"]
+        sc.pp.pca(adata, n_comps=50, random_state=0)
+        adata.write_h5ad(path)
+    return path
+
+
+def x_bytes(X) -> int:
+    return X.data.nbytes + X.indices.nbytes + X.indptr.nbytes if hasattr(X, "indptr") else X.nbytes
+
+
+def run_umap(adata, device):
+    import umap
+
+    umap.UMAP(n_neighbors=5, n_epochs=5).fit_transform(adata.obsm["X_pca"][:300])  # warm numba
+    out = {}
+    with PeakRSS() as mem, timer(out, "total_s"):
+        Y = umap.UMAP(n_neighbors=15, min_dist=0.5, random_state=0).fit_transform(adata.obsm["X_pca"])
+    out["peak_over_X"] = (mem.peak - mem.before) * 2**30 / x_bytes(adata.X)
+    return Y, out
+
+
+def run_scelm(adata, device):
+    import scanpy as sc
+
+    import scelm
+    from scelm._core.frontend import fit_front_end
+    from scelm._core.graph import fuzzy_graph
+    from scelm._input import GeneColumns
+
+    sc.settings.verbosity = 0
+    scelm.tl.parametric_umap(adata[:300].copy(), n_epochs=2, store_jacobian=False, device=device)  # warm torch
+    gc.collect()
+    out = {}
+    # The graph on its own, to break the fit time down (parametric_umap builds it again).
+    cols = GeneColumns(adata.X, np.arange(adata.n_vars))
+    with timer(out, "pca_s"):
+        z = fit_front_end(cols, n_pcs=50, center=False).project(cols)
+    with timer(out, "graph_s"):
+        fuzzy_graph(z, n_neighbors=15, random_state=0, device=scelm._core.device.resolve_device(device))
+    del z
+    gc.collect()
+    with PeakRSS() as mem:
+        with timer(out, "fit_s"):
+            scelm.tl.parametric_umap(adata, store_jacobian=False, device=device)
+        with timer(out, "rank_s"):
+            scelm.tl.rank_genes_elm(adata, "cell_type", device=device)
+    out["total_s"] = out["fit_s"] + out["rank_s"]
+    out["jac_cells_per_s"] = adata.n_obs / out["rank_s"]
+    out["peak_over_X"] = (mem.peak - mem.before) * 2**30 / x_bytes(adata.X)
+    return adata.obsm["X_elm"], out
+
+
+METHODS = {"umap-learn": run_umap, "scelm": run_scelm}
+
+
+def one(path: str, method: str, device: str) -> dict:
+    import anndata as ad
+
+    adata = ad.read_h5ad(path)
+    Y, out = METHODS[method](adata, device)
+    ref = adata.obsm["X_pca"]
+    out.update(
+        cells=adata.n_obs, method=method, X_gb=x_bytes(adata.X) / 2**30,
+        trustworthiness=trustworthiness(ref, Y), knn_acc=knn_accuracy(Y[:5000], adata.obs["cell_type"][:5000]),
+    )
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--sizes", type=int, nargs="+", default=[1_000, 10_000, 50_000, 100_000, 200_000])
+    p.add_argument("--n-genes", type=int, default=2_000)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "scelm_bench")
+    p.add_argument("--timeout", type=float, default=1800, help="seconds allowed per (size, method)")
+    p.add_argument("--one", nargs=2, metavar=("PATH", "METHOD"))
+    args = p.parse_args()
+    if args.one:
+        print(json.dumps(one(*args.one, args.device)))
+        return
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for n in args.sizes:
+        path = data_path(args.workdir, n, args.n_genes)
+        base = None
+        for method in METHODS:
+            cmd = [sys.executable, __file__, "--one", str(path), method, "--device", args.device]
+            try:
+                res = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
+            except subprocess.TimeoutExpired:
+                rows.append(dict(cells=n, method=method, total_s=f"> {args.timeout:.0f} (stopped)"))
+                continue
+            if res.returncode != 0:
+                print(f"{n}/{method} failed:\n{res.stderr[-2000:]}", file=sys.stderr)
+                continue
+            r = json.loads(res.stdout.strip().splitlines()[-1])
+            base = r if method == "umap-learn" else base
+            if base is not None:
+                r["vs_umap"] = r["total_s"] / base["total_s"]
+                r["d_trust"] = r["trustworthiness"] - base["trustworthiness"]
+            rows.append(r)
+            print(json.dumps(r), file=sys.stderr, flush=True)
+    cols = ["cells", "method", "X_gb", "pca_s", "graph_s", "fit_s", "rank_s", "total_s", "vs_umap",
+            "jac_cells_per_s", "trustworthiness", "d_trust", "knn_acc", "peak_over_X"]
+    print_table([{c: r.get(c, "") for c in cols} for r in rows], f"Scaling ({args.device}, {args.n_genes} genes)")
+
+
+if __name__ == "__main__":
+    main()
