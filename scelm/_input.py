@@ -75,6 +75,11 @@ def gene_mask(adata: AnnData, var_names: pd.Index, mask_var) -> np.ndarray:
     return mask
 
 
+def is_dask(X) -> bool:
+    """Whether ``X`` is a Dask array (checked without importing Dask, an optional extra)."""
+    return type(X).__module__.split(".")[0] == "dask"
+
+
 class GeneColumns:
     """Some columns of a cells x genes matrix, read block of rows by block of rows.
 
@@ -96,7 +101,7 @@ class GeneColumns:
         if not isinstance(rows, slice):
             raise TypeError("GeneColumns is read by slices of rows.")
         block = self.X[rows]
-        if hasattr(block, "compute"):  # Dask: materialise this block only
+        if is_dask(block):  # materialise this block only
             block = block.compute()
         if sparse.issparse(block):
             block = sparse.csr_matrix(block)[:, self.idx]

@@ -45,10 +45,27 @@ class GroupMoments:
                 if i != j:
                     self.s2[:, j, i] += block
 
+    FIELDS = ("n", "s1", "s2", "sj", "sy")
+
+    def to_flat(self) -> np.ndarray:
+        """Every sum in one float64 vector (what a Dask task returns)."""
+        return np.concatenate([getattr(self, k).cpu().numpy().ravel() for k in self.FIELDS])
+
+    @classmethod
+    def from_flat(cls, flat: np.ndarray, n_groups: int, dim: int, n_genes: int, *, device: torch.device) -> GroupMoments:
+        """Inverse of :meth:`to_flat`."""
+        acc = cls(n_groups, dim, n_genes, device=device)
+        start = 0
+        for k in cls.FIELDS:
+            t = getattr(acc, k)
+            t.copy_(torch.as_tensor(flat[start : start + t.numel()].reshape(t.shape)))
+            start += t.numel()
+        return acc
+
     def pooled(self, groups: list[int]) -> dict[str, torch.Tensor]:
         """The sums over a set of groups (e.g. 'rest')."""
         idx = torch.as_tensor(groups, device=self.n.device)
-        return {k: getattr(self, k)[idx].sum(0) for k in ("n", "s1", "s2", "sj", "sy")}
+        return {k: getattr(self, k)[idx].sum(0) for k in self.FIELDS}
 
 
 @dataclass

@@ -14,7 +14,8 @@ from .._input import GeneColumns
 from .._model import StoredModel
 
 
-def _rows_as_dask(X, chunk: int):
+def rows_as_dask(X, chunk: int):
+    """``X`` as a Dask array chunked over rows only (``chunk`` rows unless already Dask)."""
     import dask.array as da
 
     if isinstance(X, da.Array):
@@ -39,7 +40,7 @@ def lazy_values(model: StoredModel, X: GeneColumns, pos: np.ndarray, *, contribu
 
     from .._core.jacobian import iter_batches
 
-    src = _rows_as_dask(X.X, batch_size)
+    src = rows_as_dask(X.X, batch_size)
     idx, d = X.idx, model.n_components
     front_end, encoder = model.front_end, model.encoder()
 

@@ -8,7 +8,6 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 from scanpy import logging as logg
-from scipy import sparse
 
 from .. import _keys
 from .._docs import doc_batch_device, doc_copy, doc_params
@@ -60,20 +59,6 @@ def _adjust(p: np.ndarray, method: str) -> np.ndarray:
     out = np.empty_like(p)
     out[order] = np.minimum(adj, 1.0)
     return out
-
-
-def _group_means(X, code: np.ndarray, n_groups: int) -> np.ndarray:
-    """Mean expression per group ``(n_groups, n_genes)``, streamed over row blocks of ``X``."""
-    sums = np.zeros((n_groups, X.shape[1]))
-    counts = np.zeros(n_groups)
-    for start in range(0, X.shape[0], CHUNK):
-        rows = code[start : start + CHUNK]
-        keep = np.flatnonzero(rows >= 0)
-        onehot = sparse.csr_matrix((np.ones(len(keep)), (rows[keep], keep)), shape=(n_groups, len(rows)))
-        block = onehot @ X[start : start + CHUNK]
-        sums += block.toarray() if sparse.issparse(block) else block
-        counts += np.bincount(rows[keep], minlength=n_groups)
-    return sums / counts[:, None]
 
 
 def _recarray(columns: dict[str, np.ndarray]) -> np.recarray:
@@ -159,12 +144,11 @@ def rank_genes_elm(
     fitted on the same cells, so these p-values are optimistic; use them to order genes,
     not as calibrated error rates.
     """
-    import torch
     from scipy import stats
 
     from .._core.device import resolve_device
-    from .._core.ranking import GroupMoments, group_scores
-    from ..get._batches import iter_model_batches
+    from .._core.ranking import group_scores
+    from ._moments import group_means, group_moments
 
     check_adata(adata)
     if score not in SCORES:
@@ -190,22 +174,8 @@ def rank_genes_elm(
 
     dev = resolve_device(device)
     code = np.array(pd.Categorical(labels, categories=present).codes)  # -1 for NaN labels
-    X = models[0].input_matrix(adata)
     d = models[0].n_components
-    acc = GroupMoments(len(present), len(models) * d, len(models[0].genes), device=dev)
-    streams = [iter_model_batches(adata, m, k, X, device=dev, batch_size=batch_size) for k, m in zip(layer_keys, models)]
-    for batches in zip(*streams):
-        b0 = batches[0]
-        rows = torch.as_tensor(code[b0.start : b0.stop], device=dev, dtype=torch.long)
-        onehot = torch.zeros(len(rows), len(present), device=dev)
-        keep = rows >= 0
-        onehot[keep.nonzero().squeeze(1), rows[keep]] = 1.0
-        acc.update(
-            onehot,
-            torch.cat([b.contributions() for b in batches], dim=1),
-            torch.cat([b.jacobian for b in batches], dim=1),
-            torch.cat([b.embedding for b in batches], dim=1),
-        )
+    acc = group_moments(adata, models, layer_keys, code, len(present), device=dev, batch_size=batch_size)
 
     # Every gene of the source matrix is stored (scanpy's plots need them all): genes the
     # model does not read have score 0 and p-value 1; fold changes come from expression.
@@ -213,7 +183,7 @@ def rank_genes_elm(
     src_X, src_genes = source_matrix(adata, layer=layer, use_raw=use_raw)
     src_genes = np.asarray(src_genes)
     pos = pd.Index(src_genes).get_indexer(models[0].genes)
-    means = _group_means(GeneColumns(src_X, np.arange(len(src_genes))), code, len(present))
+    means = group_means(GeneColumns(src_X, np.arange(len(src_genes))), code, len(present), chunk=CHUNK)
     out = {name: {} for name in ("names", "scores", "logfoldchanges", "pvals", "pvals_adj", "lower_in_group", "scores_se")}
     distances = {}
     small = []

@@ -1,0 +1,93 @@
+"""Per-group moments of every cell's contributions for ``rank_genes_elm``.
+
+In memory (or backed) the cells are streamed in one loop, reading stored Jacobian layers
+when they exist. When the source matrix is a Dask array, each block of cells becomes a
+task that recomputes its Jacobians and returns its partial sums, and Dask adds them: on a
+``dask.distributed`` cluster the expression never leaves the workers, only
+``groups x (M d)^2 x genes`` numbers per block do.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._core.ranking import GroupMoments
+from .._input import GeneColumns, is_dask
+from .._model import StoredModel
+from ..get._batches import iter_model_batches
+from ..get._lazy import rows_as_dask
+
+
+def _add(acc: GroupMoments, streams, code: np.ndarray, offset: int = 0) -> GroupMoments:
+    """Add aligned batches of every model (``streams``) with cell group codes (-1: none)."""
+    import torch
+
+    dev = acc.n.device
+    for batches in zip(*streams):
+        b0 = batches[0]
+        rows = torch.as_tensor(code[b0.start - offset : b0.stop - offset], device=dev, dtype=torch.long)
+        onehot = torch.zeros(len(rows), acc.n.shape[0], device=dev)
+        keep = rows >= 0
+        onehot[keep.nonzero().squeeze(1), rows[keep]] = 1.0
+        acc.update(
+            onehot,
+            torch.cat([b.contributions() for b in batches], dim=1),
+            torch.cat([b.jacobian for b in batches], dim=1),
+            torch.cat([b.embedding for b in batches], dim=1),
+        )
+    return acc
+
+
+def reduce_blocks(X: GeneColumns, code: np.ndarray, fn, size: int, *, chunk: int) -> np.ndarray:
+    """Sum of ``fn(cells, their codes) -> float64 (size,)`` over blocks of ``chunk`` cells:
+    a Python loop, or Dask tasks added by Dask when ``X`` reads a Dask array."""
+    if not is_dask(X.X):
+        total = np.zeros(size)
+        for start in range(0, X.shape[0], chunk):
+            rows = slice(start, start + chunk)
+            total += fn(GeneColumns(X.X[rows], X.idx), code[rows])
+        return total
+    import dask.array as da
+
+    src = rows_as_dask(X.X, chunk)
+    codes = da.from_array(code[:, None], chunks=(src.chunks[0], 1))
+    parts = da.map_blocks(
+        lambda rows, c: fn(GeneColumns(rows, X.idx), c[:, 0])[None, :],
+        src, codes, dtype=np.float64, chunks=((1,) * len(src.chunks[0]), (size,)),
+    )
+    return parts.sum(0).compute()
+
+
+def group_means(X: GeneColumns, code: np.ndarray, n_groups: int, *, chunk: int) -> np.ndarray:
+    """Mean expression per group ``(n_groups, n_genes)``."""
+    from scipy import sparse
+
+    def sums(cols: GeneColumns, block_code: np.ndarray) -> np.ndarray:
+        keep = np.flatnonzero(block_code >= 0)
+        onehot = sparse.csr_matrix((np.ones(len(keep)), (block_code[keep], keep)), shape=(n_groups, len(block_code)))
+        total = onehot @ cols[:]
+        total = total.toarray() if sparse.issparse(total) else total
+        return np.concatenate([total.ravel(), np.bincount(block_code[keep], minlength=n_groups)])
+
+    flat = reduce_blocks(X, code, sums, n_groups * (X.shape[1] + 1), chunk=chunk)
+    return flat[: -n_groups].reshape(n_groups, -1) / flat[-n_groups:, None]
+
+
+def group_moments(adata, models: list[StoredModel], layer_keys: list, code: np.ndarray, n_groups: int, *, device, batch_size: int) -> GroupMoments:
+    """Moments of all models' contributions per group; ``code`` gives each cell's group
+    (-1: left out). Stored Jacobian layers are read when the input is not Dask."""
+    from .._core.jacobian import iter_batches
+
+    X = models[0].input_matrix(adata)
+    dim, n_genes = len(models) * models[0].n_components, len(models[0].genes)
+    empty = lambda: GroupMoments(n_groups, dim, n_genes, device=device)  # noqa: E731
+    if not is_dask(X.X):
+        streams = [iter_model_batches(adata, m, k, X, device=device, batch_size=batch_size) for k, m in zip(layer_keys, models)]
+        return _add(empty(), streams, code)
+
+    def block(cols: GeneColumns, block_code: np.ndarray) -> np.ndarray:
+        streams = [iter_batches(m.front_end, m.encoder(), cols, device=device, batch_size=batch_size) for m in models]
+        return _add(empty(), streams, block_code).to_flat()
+
+    flat = reduce_blocks(X, code, block, empty().to_flat().size, chunk=batch_size)
+    return GroupMoments.from_flat(flat, n_groups, dim, n_genes, device=device)
