@@ -33,6 +33,7 @@ def _exact(adata, key="elm"):
         dict(use_raw=True, center=True),  # centred front end, x_ref = mean
         dict(use_raw=True, activation="leaky_relu", n_components=3),
         dict(use_raw=True, activation="prelu"),
+        dict(use_raw=True, precision="bfloat16"),  # trained under autocast, Jacobians float32
     ],
 )
 def test_contributions_sum_to_embedding(pbmc, kwargs):
@@ -221,6 +222,7 @@ def test_import_does_not_import_torch():
         (dict(min_dist=-1.0), ValueError, "min_dist"),
         (dict(mask_var="nope"), KeyError, "mask_var"),
         (dict(device="tpu"), ValueError, "device"),
+        (dict(precision="float16"), ValueError, "precision"),
     ],
 )
 def test_bad_arguments(pbmc, kwargs, exc, match):
@@ -276,3 +278,15 @@ def test_store_jacobian_float16_and_gene_subset(pbmc):
         scelm.tl.parametric_umap(pbmc.copy(), **FAST, store_jacobian=["NOTAGENE"])
     with pytest.raises(ValueError, match="store_jacobian"):
         scelm.tl.parametric_umap(pbmc.copy(), **FAST, store_jacobian="float8")
+
+
+def test_bfloat16_training_keeps_quality(sim):
+    from sklearn.manifold import trustworthiness
+
+    scores = {}
+    for precision in ("float32", "bfloat16"):
+        adata = sim.copy()
+        scelm.tl.parametric_umap(adata, precision=precision, n_epochs=100, store_jacobian=False)
+        assert adata.uns["elm"]["params"]["precision"] == precision
+        scores[precision] = trustworthiness(adata.X.toarray(), adata.obsm["X_elm"], n_neighbors=15)
+    assert abs(scores["bfloat16"] - scores["float32"]) < 0.02

@@ -3,8 +3,10 @@
 Each step encodes every cell once, evaluates the loss and its closed-form gradient on the
 embedding over all graph edges (weighted, so no repeated edge list is built) plus
 ``negative_sample_rate`` uniform negatives per cell, backpropagates that gradient through
-the encoder once and takes one Adam step. Everything stays on ``device``; the host reads the loss only when the
-progress bar is refreshed.
+the encoder once and takes one Adam step. Everything stays on ``device``; the host reads
+the loss only when the progress bar is refreshed. With ``bfloat16`` the encoder's forward
+and backward run under autocast (for GPUs); the weights stay float32, so the Jacobians
+computed afterwards are exact in float32 either way.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ class TrainConfig:
     repulsion_strength: float
     a: float
     b: float
+    bfloat16: bool = False  # autocast the encoder's matmuls; distances and loss stay float32
 
 
 def train_encoder(
@@ -63,13 +66,15 @@ def train_encoder(
     bar = tqdm(range(config.n_epochs), desc="parametric UMAP", unit="epoch", disable=not progress, mininterval=1.0)
     for epoch in bar:
         neg_tail = torch.randint(0, n, (n * m,), device=device, generator=gen)
-        y = encoder(zt)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bfloat16):
+            y = encoder(zt)
+        y_loss = y.float()  # UMAP's distances, kernel and loss in float32
         loss, grad_y = umap_loss_and_gradient(
-            y, head, tail, weight, neg_head, neg_tail, neg_weight,
+            y_loss, head, tail, weight, neg_head, neg_tail, neg_weight,
             a=config.a, b=config.b, repulsion_strength=config.repulsion_strength,
         )
         optimizer.zero_grad(set_to_none=True)
-        y.backward(grad_y)  # one backward through the encoder
+        y_loss.backward(grad_y)  # one backward through the encoder
         optimizer.step()
         schedule.step()
         history[epoch] = loss.detach()

@@ -51,6 +51,7 @@ def parametric_umap(
     mask_var: str | np.ndarray | None = None,
     store_jacobian: bool | str | Sequence[str] = True,
     n_models: int = 1,
+    precision: str = "float32",
     random_state: int | None = 0,
     device: str = "auto",
     batch_size: int = 4096,
@@ -119,6 +120,11 @@ def parametric_umap(
         ``uns[key_added]['members']``, and :func:`scelm.tl.rank_genes_elm` averages its
         scores over all of them with a standard error: rankings from one seed can be
         unstable, their average much less so (see ``benchmarks/bench_markers.py``).
+    precision
+        ``'float32'``, or ``'bfloat16'`` to run the encoder's matrix products during
+        training under bfloat16 autocast (faster on recent GPUs; distances and the loss stay
+        float32). Weights, the embedding and the Jacobians are float32 either way, so the
+        exact decomposition is unaffected.
     random_state
         Seed for initialisation and negative sampling; CPU runs are reproducible.
     {doc_batch_device}
@@ -172,6 +178,8 @@ def parametric_umap(
             raise ValueError(f"{name} must be a positive finite number, got {value!r}.")
     if min_dist > spread:
         raise ValueError(f"min_dist ({min_dist}) must not exceed spread ({spread}).")
+    if precision not in ("float32", "bfloat16"):
+        raise ValueError(f"precision must be 'float32' or 'bfloat16', got {precision!r}.")
     dev = resolve_device(device)
     seed = int(np.random.SeedSequence(random_state).generate_state(1)[0]) if random_state is None else int(random_state)
 
@@ -185,14 +193,14 @@ def parametric_umap(
         adata, z, neighbors_key=neighbors_key, n_neighbors=n_neighbors, random_state=seed, device=dev
     )
     a, b = find_ab_params(spread, min_dist)
-    config = TrainConfig(n_epochs, learning_rate, negative_sample_rate, repulsion_strength, a, b)
+    config = TrainConfig(n_epochs, learning_rate, negative_sample_rate, repulsion_strength, a, b, precision == "bfloat16")
     params = dict(
         n_components=n_components, min_dist=float(min_dist), spread=float(spread), a=a, b=b,
         n_neighbors=graph_k, graph=graph_source, n_epochs=n_epochs,
         learning_rate=float(learning_rate), negative_sample_rate=negative_sample_rate,
         repulsion_strength=float(repulsion_strength), hidden=np.asarray(hidden, dtype=np.int64),
         activation=activation, n_pcs=-1 if n_pcs is None and use_rep is None else front_end.n_in,
-        use_rep=use_rep, center=bool(center), layer=layer, use_raw=use_raw, device=str(dev),
+        use_rep=use_rep, center=bool(center), layer=layer, use_raw=use_raw, device=str(dev), precision=precision,
     )
     models = []
     for i in range(n_models):
