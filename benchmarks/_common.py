@@ -65,6 +65,23 @@ def knn_accuracy(embedding: np.ndarray, labels, k: int = 15) -> float:
     return float((majority == codes).mean())
 
 
+def run_isolated(cmd: list[str], timeout: float, label: str) -> dict | None:
+    """Run one benchmark case in a fresh process; its last stdout line is a JSON dict.
+    Returns ``{"stopped": True}`` past ``timeout`` and None (printing stderr) on failure."""
+    import json
+    import subprocess
+    import sys
+
+    try:
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        return {"stopped": True}
+    if res.returncode != 0:
+        print(f"{label} failed:\n{res.stderr[-2000:]}", file=sys.stderr)
+        return None
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
 def print_table(rows: list[dict], title: str) -> None:
     cols = list(rows[0])
     fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)  # noqa: E731

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import warnings
 from pathlib import Path
@@ -19,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import knn_accuracy, peak_rss_gb, print_table, timer, trustworthiness  # noqa: E402
+from _common import knn_accuracy, peak_rss_gb, print_table, run_isolated, timer, trustworthiness  # noqa: E402
 
 warnings.filterwarnings("ignore")
 
@@ -124,15 +123,12 @@ def main() -> None:
             if "glass-box" in method and args.skip_glassbox:
                 continue
             cmd = [sys.executable, __file__, "--one", dataset, method, "--n-cells", str(args.n_cells), "--n-genes", str(args.n_genes)]
-            try:
-                res = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
-            except subprocess.TimeoutExpired:
+            r = run_isolated(cmd, args.timeout, f"{dataset}/{method}")
+            if r is None:
+                continue
+            if r.get("stopped"):
                 rows.append(dict(dataset=dataset, method=method, fit_s=f"> {args.timeout:.0f} (stopped)"))
                 continue
-            if res.returncode != 0:
-                print(f"{dataset}/{method} failed:\n{res.stderr[-2000:]}", file=sys.stderr)
-                continue
-            r = json.loads(res.stdout.strip().splitlines()[-1])
             base.setdefault("umap", r if method == "umap-learn" else None)
             u = base["umap"]
             if u is not None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import subprocess
 import sys
 import tempfile
 import warnings
@@ -28,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import PeakRSS, knn_accuracy, print_table, timer, trustworthiness  # noqa: E402
+from _common import PeakRSS, knn_accuracy, print_table, run_isolated, timer, trustworthiness  # noqa: E402
 
 warnings.filterwarnings("ignore")
 
@@ -129,15 +128,12 @@ def main() -> None:
         base = None
         for method in METHODS:
             cmd = [sys.executable, __file__, "--one", str(path), method, "--device", args.device]
-            try:
-                res = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
-            except subprocess.TimeoutExpired:
+            r = run_isolated(cmd, args.timeout, f"{n}/{method}")
+            if r is None:
+                continue
+            if r.get("stopped"):
                 rows.append(dict(cells=n, method=method, total_s=f"> {args.timeout:.0f} (stopped)"))
                 continue
-            if res.returncode != 0:
-                print(f"{n}/{method} failed:\n{res.stderr[-2000:]}", file=sys.stderr)
-                continue
-            r = json.loads(res.stdout.strip().splitlines()[-1])
             base = r if method == "umap-learn" else base
             if base is not None:
                 r["vs_umap"] = r["total_s"] / base["total_s"]
