@@ -21,6 +21,8 @@ import torch
 class GroupMoments:
     """Accumulates the sums above for ``n_groups`` cell groups on ``device`` (float64)."""
 
+    FIELDS = ("n", "s1", "s2", "sj", "sy")
+
     def __init__(self, n_groups: int, dim: int, n_genes: int, *, device: torch.device):
         f64 = dict(dtype=torch.float64, device=device)
         self.n = torch.zeros(n_groups, **f64)
@@ -44,8 +46,6 @@ class GroupMoments:
                 self.s2[:, i, j] += block
                 if i != j:
                     self.s2[:, j, i] += block
-
-    FIELDS = ("n", "s1", "s2", "sj", "sy")
 
     def to_flat(self) -> np.ndarray:
         """Every sum in one float64 vector (what a Dask task returns)."""

@@ -86,9 +86,9 @@ def simulate_markers(
     library = np.exp(rng.normal(0.0, library_sd, size=n_cells)) * 3.0
     # Drawn in blocks of cells, so memory stays at the sparse result (the draws are the
     # same as one call over all cells: the generator is consumed in the same order).
-    blocks = []
-    for start in range(0, n_cells, 16384):
-        rows = slice(start, start + 16384)
+    blocks, block = [], 16384
+    for start in range(0, n_cells, block):
+        rows = slice(start, start + block)
         mean = library[rows, None] * base[None, :] * np.exp(logfc[labels[rows]])
         blocks.append(sparse.csr_matrix(rng.negative_binomial(dispersion, dispersion / (dispersion + mean)).astype(np.float32)))
     X = sparse.vstack(blocks, format="csr")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._input import GeneColumns
+from .._input import GeneColumns, is_dask
 from .._model import StoredModel
 
 
@@ -18,19 +18,19 @@ def rows_as_dask(X, chunk: int):
     """``X`` as a Dask array chunked over rows only (``chunk`` rows unless already Dask)."""
     import dask.array as da
 
-    if isinstance(X, da.Array):
+    if is_dask(X):
         return X.rechunk({1: -1})
     meta = X[0:1][:0]  # an empty block of the type slicing returns (dense, CSR, ...)
     return da.from_array(X, chunks=(chunk, X.shape[1]), asarray=False, meta=meta)
 
 
-def fill(out: np.ndarray, batches, pos: np.ndarray, *, contributions: bool, offset: int = 0) -> np.ndarray:
+def fill(out: np.ndarray, batches, pos: np.ndarray, *, contributions: bool) -> np.ndarray:
     """Write each batch's Jacobian (or contributions) into ``out (n, d, len(pos))``, where
     ``pos`` gives each output gene's position among the model's genes (-1: zero)."""
     read = pos >= 0
     for b in batches:
         values = b.contributions() if contributions else b.jacobian
-        out[b.start - offset : b.stop - offset][:, :, read] = values[:, :, pos[read]].cpu().numpy()
+        out[b.start : b.stop][:, :, read] = values[:, :, pos[read]].cpu().numpy()
     return out
 
 

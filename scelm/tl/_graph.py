@@ -7,6 +7,7 @@ from anndata import AnnData
 from scanpy import logging as logg
 
 from .._core.graph import EdgeList, edges_from_connectivities, fuzzy_graph
+from .._input import is_dask
 
 
 def stored_connectivities(adata: AnnData, neighbors_key: str | None):
@@ -24,7 +25,7 @@ def stored_connectivities(adata: AnnData, neighbors_key: str | None):
     if conn_key not in adata.obsp:
         raise KeyError(f"adata.uns[{key!r}] points to obsp[{conn_key!r}], which does not exist.")
     C = adata.obsp[conn_key]
-    if hasattr(C, "compute"):  # lazy AnnData: the graph is small enough to hold
+    if is_dask(C):  # lazy AnnData: the graph is small enough to hold
         C = C.compute()
     if C.shape != (adata.n_obs, adata.n_obs):
         raise ValueError(f"obsp[{conn_key!r}] has shape {C.shape}, expected ({adata.n_obs}, {adata.n_obs}).")

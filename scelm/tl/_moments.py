@@ -18,14 +18,14 @@ from ..get._batches import iter_model_batches
 from ..get._lazy import rows_as_dask
 
 
-def _add(acc: GroupMoments, streams, code: np.ndarray, offset: int = 0) -> GroupMoments:
+def _add(acc: GroupMoments, streams, code: np.ndarray) -> GroupMoments:
     """Add aligned batches of every model (``streams``) with cell group codes (-1: none)."""
     import torch
 
     dev = acc.n.device
     for batches in zip(*streams):
         b0 = batches[0]
-        rows = torch.as_tensor(code[b0.start - offset : b0.stop - offset], device=dev, dtype=torch.long)
+        rows = torch.as_tensor(code[b0.start : b0.stop], device=dev, dtype=torch.long)
         onehot = torch.zeros(len(rows), acc.n.shape[0], device=dev)
         keep = rows >= 0
         onehot[keep.nonzero().squeeze(1), rows[keep]] = 1.0
@@ -39,20 +39,21 @@ def _add(acc: GroupMoments, streams, code: np.ndarray, offset: int = 0) -> Group
 
 
 def reduce_blocks(X: GeneColumns, code: np.ndarray, fn, size: int, *, chunk: int) -> np.ndarray:
-    """Sum of ``fn(cells, their codes) -> float64 (size,)`` over blocks of ``chunk`` cells:
-    a Python loop, or Dask tasks added by Dask when ``X`` reads a Dask array."""
+    """Sum of ``fn(block, its cells' codes) -> float64 (size,)`` over blocks of ``chunk``
+    cells (``block``: float32, dense or CSR, the genes of ``X``): a Python loop, or Dask
+    tasks added by Dask when ``X`` reads a Dask array."""
     if not is_dask(X.X):
         total = np.zeros(size)
         for start in range(0, X.shape[0], chunk):
             rows = slice(start, start + chunk)
-            total += fn(GeneColumns(X.X[rows], X.idx), code[rows])
+            total += fn(X[rows], code[rows])
         return total
     import dask.array as da
 
     src = rows_as_dask(X.X, chunk)
     codes = da.from_array(code[:, None], chunks=(src.chunks[0], 1))
     parts = da.map_blocks(
-        lambda rows, c: fn(GeneColumns(rows, X.idx), c[:, 0])[None, :],
+        lambda rows, c: fn(GeneColumns(rows, X.idx)[:], c[:, 0])[None, :],
         src, codes, dtype=np.float64, chunks=((1,) * len(src.chunks[0]), (size,)),
     )
     return parts.sum(0).compute()
@@ -62,10 +63,10 @@ def group_means(X: GeneColumns, code: np.ndarray, n_groups: int, *, chunk: int) 
     """Mean expression per group ``(n_groups, n_genes)``."""
     from scipy import sparse
 
-    def sums(cols: GeneColumns, block_code: np.ndarray) -> np.ndarray:
+    def sums(block, block_code: np.ndarray) -> np.ndarray:
         keep = np.flatnonzero(block_code >= 0)
         onehot = sparse.csr_matrix((np.ones(len(keep)), (block_code[keep], keep)), shape=(n_groups, len(block_code)))
-        total = onehot @ cols[:]
+        total = onehot @ block
         total = total.toarray() if sparse.issparse(total) else total
         return np.concatenate([total.ravel(), np.bincount(block_code[keep], minlength=n_groups)])
 
@@ -85,9 +86,9 @@ def group_moments(adata, models: list[StoredModel], layer_keys: list, code: np.n
         streams = [iter_model_batches(adata, m, k, X, device=device, batch_size=batch_size) for k, m in zip(layer_keys, models)]
         return _add(empty(), streams, code)
 
-    def block(cols: GeneColumns, block_code: np.ndarray) -> np.ndarray:
-        streams = [iter_batches(m.front_end, m.encoder(), cols, device=device, batch_size=batch_size) for m in models]
+    def moments(block, block_code: np.ndarray) -> np.ndarray:
+        streams = [iter_batches(m.front_end, m.encoder(), block, device=device, batch_size=batch_size) for m in models]
         return _add(empty(), streams, block_code).to_flat()
 
-    flat = reduce_blocks(X, code, block, empty().to_flat().size, chunk=batch_size)
+    flat = reduce_blocks(X, code, moments, empty().to_flat().size, chunk=batch_size)
     return GroupMoments.from_flat(flat, n_groups, dim, n_genes, device=device)
