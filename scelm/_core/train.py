@@ -1,16 +1,26 @@
-"""Full-batch training of the encoder on UMAP's cross-entropy.
+"""Training of the encoder on UMAP's cross-entropy, one block of cells per step.
 
-Each step encodes every cell once, evaluates the loss and its closed-form gradient on the
-embedding over all graph edges (weighted, so no repeated edge list is built) plus
-``negative_sample_rate`` uniform negatives per cell, backpropagates that gradient through
-the encoder once and takes one Adam step. Everything stays on ``device``; the host reads
-the loss only when the progress bar is refreshed. With ``bfloat16`` the encoder's forward
-and backward run under autocast (for GPUs); the weights stay float32, so the Jacobians
-computed afterwards are exact in float32 either way.
+Cells are shuffled once and cut into blocks of ``batch_size``. A step encodes one block,
+evaluates the loss and its closed-form gradient on the embedding over the graph edges
+that touch the block (weighted, so no repeated edge list is built) plus
+``negative_sample_rate`` uniform negatives per block cell, backpropagates the block's part
+of that gradient through the encoder once and takes one Adam step. The other ends of those
+pairs are read from a cache of the latest embedding of every cell, refreshed block by
+block; every pair moves the ends that lie in the block.
+
+One block (``batch_size >= n``) is exact full-batch gradient descent. Several blocks cost
+about the same per epoch (each cell is encoded once) but take one Adam step per block, and
+activations are held for one block only. At 100,000 cells, 200 epochs of 20 blocks reach
+trustworthiness 0.936 in 54 s where 300 full-batch steps reach 0.911 in 98 s (2 CPU cores).
+
+Everything stays on ``device``; the host reads the loss only when the progress bar is
+refreshed. With ``bfloat16`` the encoder's forward and backward run under autocast (for
+GPUs); the weights stay float32, so the Jacobians computed afterwards are exact either way.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +31,20 @@ from .graph import EdgeList
 from .loss import umap_loss_and_gradient
 
 PROGRESS_EVERY = 25
+# Defaults measured on simulated data from 1,000 to 200,000 cells (bench_scale.py): blocks
+# do not help below a few thousand cells and only add per-step overhead; above, about 20
+# steps per epoch beat both full batch and 3 blocks.
+FULL_BATCH_MAX = 4096
+MIN_BLOCK = 1024
+BLOCKS_PER_EPOCH = 20
+
+
+def default_batch_size(n_obs: int) -> int:
+    """Cells per training step: all of them up to ``FULL_BATCH_MAX`` cells, else about
+    ``BLOCKS_PER_EPOCH`` blocks per epoch of at least ``MIN_BLOCK`` cells."""
+    if n_obs <= FULL_BATCH_MAX:
+        return n_obs
+    return max(MIN_BLOCK, math.ceil(n_obs / BLOCKS_PER_EPOCH))
 
 
 @dataclass
@@ -31,7 +55,50 @@ class TrainConfig:
     repulsion_strength: float
     a: float
     b: float
+    batch_size: int
     bfloat16: bool = False  # autocast the encoder's matmuls; distances and loss stay float32
+
+
+@dataclass
+class BlockPlan:
+    """Cells renumbered so that each block is a contiguous range, and every edge listed
+    under each block it touches (once if both ends share a block)."""
+
+    bounds: list[int]  # block k holds cells bounds[k]:bounds[k + 1]
+    edge_bounds: list[int]  # its edges are head[edge_bounds[k]:edge_bounds[k + 1]], ...
+    head: torch.Tensor
+    tail: torch.Tensor
+    weight: torch.Tensor
+    degree: torch.Tensor  # per renumbered cell
+    order: torch.Tensor  # renumbered cell i is original cell order[i]
+
+
+def plan_blocks(edges: EdgeList, batch_size: int, generator: torch.Generator, device: torch.device) -> BlockPlan:
+    n = edges.n_nodes
+    n_blocks = max(1, math.ceil(n / batch_size))
+    order = torch.randperm(n, generator=generator) if n_blocks > 1 else torch.arange(n)
+    new_id = torch.empty(n, dtype=torch.long)
+    new_id[order] = torch.arange(n)
+    head = new_id[torch.as_tensor(edges.head)]
+    tail = new_id[torch.as_tensor(edges.tail)]
+    weight = torch.as_tensor(edges.weight)
+    degree = torch.zeros(n).index_add_(0, head, weight).index_add_(0, tail, weight)
+    size = math.ceil(n / n_blocks)
+    block_h, block_t = head // size, tail // size
+    cross = torch.nonzero(block_h != block_t).squeeze(1)
+    # Each edge under its head's block, and again under its tail's block when that differs.
+    idx = torch.cat([torch.arange(head.shape[0]), cross])
+    key = torch.cat([block_h, block_t[cross]])
+    key, perm = torch.sort(key, stable=True)
+    idx = idx[perm]
+    edge_bounds = torch.searchsorted(key, torch.arange(n_blocks + 1)).tolist()
+    to = dict(device=device)
+    return BlockPlan(
+        bounds=[min(k * size, n) for k in range(n_blocks + 1)],
+        edge_bounds=edge_bounds,
+        head=head[idx].to(**to), tail=tail[idx].to(**to), weight=weight[idx].to(**to),
+        degree=degree.to(**to), order=order.to(**to),
+    )
 
 
 def train_encoder(
@@ -44,40 +111,49 @@ def train_encoder(
     seed: int,
     progress: bool,
 ) -> np.ndarray:
-    """Fit ``encoder`` in place; returns the loss of every epoch (float32)."""
+    """Fit ``encoder`` in place; returns the mean block loss of every epoch (float32)."""
     from tqdm import tqdm
 
     encoder.to(device).train()
-    zt = torch.as_tensor(z, dtype=torch.float32, device=device)
-    head = torch.as_tensor(edges.head, device=device)
-    tail = torch.as_tensor(edges.tail, device=device)
-    weight = torch.as_tensor(edges.weight, device=device)
-    n = edges.n_nodes
-    degree = torch.zeros(n, device=device).index_add_(0, head, weight).index_add_(0, tail, weight)
-    m = config.negative_sample_rate
-    neg_head = torch.arange(n, device=device).repeat_interleave(m)
-    neg_weight = degree.repeat_interleave(m) * 0.5  # undirected edges: half the repulsion weight
-    gen = torch.Generator(device=device).manual_seed(seed)
+    host_gen = torch.Generator().manual_seed(seed)  # partition and block order
+    gen = torch.Generator(device=device).manual_seed(seed)  # negatives
+    plan = plan_blocks(edges, config.batch_size, host_gen, device)
+    n, n_blocks, m = edges.n_nodes, len(plan.bounds) - 1, config.negative_sample_rate
+    zt = torch.as_tensor(z, dtype=torch.float32).to(device)[plan.order]
+    cache = torch.empty(n, encoder.n_out, device=device)
+    with torch.no_grad():
+        for lo, hi in zip(plan.bounds[:-1], plan.bounds[1:]):
+            cache[lo:hi] = encoder(zt[lo:hi])
 
     optimizer = torch.optim.Adam(encoder.parameters(), lr=config.learning_rate)
-    # Linear decay to zero, as umap-learn anneals its SGD step.
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: 1.0 - e / config.n_epochs)
+    # Linear decay to zero over all steps, as umap-learn anneals its SGD step.
+    total_steps = config.n_epochs * n_blocks
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0 - s / total_steps)
     history = torch.zeros(config.n_epochs, device=device)
     bar = tqdm(range(config.n_epochs), desc="parametric UMAP", unit="epoch", disable=not progress, mininterval=1.0)
     for epoch in bar:
-        neg_tail = torch.randint(0, n, (n * m,), device=device, generator=gen)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bfloat16):
-            y = encoder(zt)
-        y_loss = y.float()  # UMAP's distances, kernel and loss in float32
-        loss, grad_y = umap_loss_and_gradient(
-            y_loss, head, tail, weight, neg_head, neg_tail, neg_weight,
-            a=config.a, b=config.b, repulsion_strength=config.repulsion_strength,
-        )
-        optimizer.zero_grad(set_to_none=True)
-        y_loss.backward(grad_y)  # one backward through the encoder
-        optimizer.step()
-        schedule.step()
-        history[epoch] = loss.detach()
+        for k in torch.randperm(n_blocks, generator=host_gen).tolist():
+            lo, hi = plan.bounds[k], plan.bounds[k + 1]
+            e_lo, e_hi = plan.edge_bounds[k], plan.edge_bounds[k + 1]
+            block = torch.arange(lo, hi, device=device)
+            neg_head = block.repeat_interleave(m)
+            neg_tail = torch.randint(0, n, (neg_head.shape[0],), device=device, generator=gen)
+            # Undirected negatives: half of each cell's degree, as each pair moves both ends.
+            neg_weight = plan.degree[lo:hi].repeat_interleave(m) * 0.5
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bfloat16):
+                y = encoder(zt[lo:hi])
+            y_loss = y.float()  # UMAP's distances, kernel and loss in float32
+            cache[lo:hi] = y_loss.detach()
+            loss, grad = umap_loss_and_gradient(
+                cache, plan.head[e_lo:e_hi], plan.tail[e_lo:e_hi], plan.weight[e_lo:e_hi],
+                neg_head, neg_tail, neg_weight,
+                a=config.a, b=config.b, repulsion_strength=config.repulsion_strength,
+            )
+            optimizer.zero_grad(set_to_none=True)
+            y_loss.backward(grad[lo:hi])  # one backward through the encoder, block ends only
+            optimizer.step()
+            schedule.step()
+            history[epoch] += loss.detach() / n_blocks
         if progress and (epoch % PROGRESS_EVERY == 0 or epoch == config.n_epochs - 1):
             bar.set_postfix(loss=f"{history[epoch].item():.4f}", refresh=False)
     encoder.eval()

@@ -30,7 +30,7 @@ def training(adata: AnnData, *, key: str = _keys.DEFAULT_KEY, ax=None, show: boo
         raise ValueError(f"adata.uns[{key!r}] has no loss history.")
     fig, axes = panels(1, ncols=1, panel_size=(5, 3.5), ax=ax)
     axes[0].plot(np.arange(1, history.size + 1), history, lw=1)
-    axes[0].set_xlabel("epoch (full-batch step)")
+    axes[0].set_xlabel("epoch (one pass over all cells)")
     axes[0].set_ylabel("UMAP cross-entropy per edge weight")
     axes[0].set_title(f"training of {key!r}: final {history[-1]:.4g}")
     return finish(fig, axes, show=show, return_fig=return_fig)

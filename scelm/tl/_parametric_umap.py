@@ -23,9 +23,11 @@ def _check_positive_int(name: str, value, minimum: int = 1) -> int:
     return int(value)
 
 
-def _default_epochs(n_obs: int) -> int:
-    # Full-batch steps: small data needs more of them to settle (umap-learn: 500 / 200 epochs).
-    return 600 if n_obs <= 10_000 else 300
+def _default_epochs(n_obs: int, batch_size: int) -> int:
+    # One step per epoch on full batch needs more epochs to settle (umap-learn: 500 / 200).
+    if n_obs <= batch_size:
+        return 600
+    return 300 if n_obs <= 10_000 else 200
 
 
 @doc_params(doc_input=doc_input, doc_batch_device=doc_batch_device, doc_copy=doc_copy)
@@ -38,6 +40,7 @@ def parametric_umap(
     n_neighbors: int = 15,
     neighbors_key: str | None = None,
     n_epochs: int | None = None,
+    train_batch_size: int | None = None,
     learning_rate: float = 1e-2,
     negative_sample_rate: int = 5,
     repulsion_strength: float = 1.0,
@@ -83,7 +86,14 @@ def parametric_umap(
         UMAP fuzzy graph on the PCs of the input (exact kNN up to 50,000 cells on CPU,
         pynndescent beyond), which also works where ``sc.pp.neighbors`` fails.
     n_epochs
-        Full-batch training steps; default 600 up to 10,000 cells, 300 above.
+        Passes over all cells. Default: 600 when training is full batch, else 300 up to
+        10,000 cells and 200 above (umap-learn uses 500 / 200).
+    train_batch_size
+        Cells per training step. ``None``: full batch up to 4,096 cells, else about 20
+        blocks per epoch of at least 1,024 cells. Each step encodes one block and uses the
+        latest embedding of the other cells; more blocks mean more optimizer steps per
+        epoch at about the same cost, and activations held for one block only (see
+        ``docs/scale.md``). A value ``>= n_obs`` trains full batch.
     learning_rate
         Adam's learning rate, linearly decayed to zero.
     negative_sample_rate
@@ -159,14 +169,21 @@ def parametric_umap(
     from .._core.encoder import ACTIVATIONS, ELMEncoder
     from .._core.frontend import fit_front_end
     from .._core.loss import find_ab_params
-    from .._core.train import TrainConfig, train_encoder
+    from .._core.train import TrainConfig, default_batch_size, train_encoder
 
     check_adata(adata)
     start = logg.info("computing parametric UMAP (scelm)")
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}.")
     n_components = _check_positive_int("n_components", n_components)
-    n_epochs = _default_epochs(adata.n_obs) if n_epochs is None else _check_positive_int("n_epochs", n_epochs)
+    train_batch_size = (
+        default_batch_size(adata.n_obs) if train_batch_size is None
+        else _check_positive_int("train_batch_size", train_batch_size)
+    )
+    n_epochs = (
+        _default_epochs(adata.n_obs, train_batch_size) if n_epochs is None
+        else _check_positive_int("n_epochs", n_epochs)
+    )
     negative_sample_rate = _check_positive_int("negative_sample_rate", negative_sample_rate)
     n_models = _check_positive_int("n_models", n_models)
     batch_size = _check_positive_int("batch_size", batch_size)
@@ -193,10 +210,12 @@ def parametric_umap(
         adata, z, neighbors_key=neighbors_key, n_neighbors=n_neighbors, random_state=seed, device=dev
     )
     a, b = find_ab_params(spread, min_dist)
-    config = TrainConfig(n_epochs, learning_rate, negative_sample_rate, repulsion_strength, a, b, precision == "bfloat16")
+    config = TrainConfig(
+        n_epochs, learning_rate, negative_sample_rate, repulsion_strength, a, b, train_batch_size, precision == "bfloat16"
+    )
     params = dict(
         n_components=n_components, min_dist=float(min_dist), spread=float(spread), a=a, b=b,
-        n_neighbors=graph_k, graph=graph_source, n_epochs=n_epochs,
+        n_neighbors=graph_k, graph=graph_source, n_epochs=n_epochs, train_batch_size=min(train_batch_size, adata.n_obs),
         learning_rate=float(learning_rate), negative_sample_rate=negative_sample_rate,
         repulsion_strength=float(repulsion_strength), hidden=np.asarray(hidden, dtype=np.int64),
         activation=activation, n_pcs=-1 if n_pcs is None and use_rep is None else front_end.n_in,
