@@ -58,3 +58,27 @@ def test_backed_and_lazy_files_explain_like_in_memory(h5ad_path, fitted_pbmc):
         adata.uns["elm"] = fitted_pbmc.uns["elm"]
         lazy = scelm.get.contributions(adata, genes=["MS4A1", "NKG7"], lazy=True, batch_size=300)
         np.testing.assert_array_equal(lazy.compute(), eager)
+
+
+def test_dask_fit_reads_blocks_in_tasks_not_in_the_client(monkeypatch):
+    """With a Dask X of many chunks, the front end's Gram matrix and projection are Dask
+    tasks (only the counts check reads one block in the client), and they give the
+    in-memory numbers up to float64 summation order."""
+    from scelm._core.frontend import fit_front_end
+    from scelm._input import GeneColumns, is_dask
+
+    sim, _ = scelm.datasets.simulate_markers(1200, 200, n_types=4, random_state=0)
+    X = sparse.csr_matrix(sim.X)
+    cols_mem = GeneColumns(X, np.arange(200))
+    cols_dask = GeneColumns(da.from_array(X.toarray(), chunks=(250, 200)), np.arange(200))
+    fe_mem, fe_dask = (fit_front_end(c, n_pcs=10, center=False) for c in (cols_mem, cols_dask))
+    np.testing.assert_allclose(fe_dask.loadings, fe_mem.loadings, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(fe_dask.project(cols_dask), fe_mem.project(cols_mem), rtol=1e-5, atol=1e-5)
+
+    client_reads = []
+    original = GeneColumns.__getitem__
+    monkeypatch.setattr(GeneColumns, "__getitem__", lambda self, rows: (client_reads.append(is_dask(self.X)), original(self, rows))[1])
+    lazy = ad.AnnData(da.from_array(X.toarray(), chunks=(250, 200)), obs=sim.obs, var=sim.var)
+    scelm.tl.parametric_umap(lazy, **FAST, store_jacobian=False)
+    assert sum(client_reads) == 1  # the raw-counts check on the first rows
+    assert np.all(np.isfinite(lazy.obsm["X_elm"]))

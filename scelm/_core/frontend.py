@@ -11,30 +11,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import sparse
 
-CHUNK = 8192
-
-
-def iter_row_chunks(X, chunk: int = CHUNK):
-    """Yield ``(start, stop, dense float64 rows)`` of anything sliced by rows into dense
-    or sparse blocks (arrays, sparse matrices, :class:`scelm._input.GeneColumns`)."""
-    for start in range(0, X.shape[0], chunk):
-        stop = min(start + chunk, X.shape[0])
-        block = X[start:stop]
-        block = block.toarray() if sparse.issparse(block) else np.asarray(block)
-        yield start, stop, block.astype(np.float64, copy=False)
+from .._blocks import dense64, map_rows, reduce_rows
 
 
 def mean_and_covariance(X) -> tuple[np.ndarray, np.ndarray]:
-    """Gene means and covariance, streamed over row chunks (``g x g`` memory only)."""
+    """Gene means and covariance from per-block sums (``g x g`` memory only; Dask tasks
+    when ``X`` reads a Dask array)."""
     n, g = X.shape
-    total = np.zeros(g)
-    gram = np.zeros((g, g))
-    for _, _, rows in iter_row_chunks(X):
-        total += rows.sum(0)
-        gram += rows.T @ rows
-    mean = total / n
+
+    def sums(block, _) -> np.ndarray:
+        rows = dense64(block)
+        return np.concatenate([rows.sum(0), (rows.T @ rows).ravel()])
+
+    flat = reduce_rows(X, sums, g + g * g)
+    mean, gram = flat[:g] / n, flat[g:].reshape(g, g)
     cov = (gram - n * np.outer(mean, mean)) / max(n - 1, 1)
     return mean, cov
 
@@ -55,13 +46,11 @@ class LinearFrontEnd:
         return self.loadings.shape[1]
 
     def project(self, X) -> np.ndarray:
-        """Encoder input for the rows of ``X`` (read in row chunks), float32 ``(n, n_in)``."""
+        """Encoder input for the rows of ``X`` (read in row blocks, or as Dask tasks),
+        float32 ``(n, n_in)``."""
         W = self.loadings.astype(np.float64)
         shift = self.reference.astype(np.float64) @ W
-        z = np.empty((X.shape[0], self.n_in), dtype=np.float32)
-        for start, stop, rows in iter_row_chunks(X):
-            z[start:stop] = rows @ W - shift
-        return z
+        return map_rows(X, lambda block: dense64(block) @ W - shift, self.n_in)
 
 
 def fit_front_end(X, *, n_pcs: int | None, center: bool, loadings: np.ndarray | None = None) -> LinearFrontEnd:

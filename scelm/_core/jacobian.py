@@ -14,7 +14,8 @@ import numpy as np
 import torch
 
 from .encoder import ELMEncoder
-from .frontend import LinearFrontEnd, iter_row_chunks
+from .._blocks import iter_row_chunks, map_rows
+from .frontend import LinearFrontEnd
 
 
 @dataclass
@@ -57,8 +58,12 @@ def iter_batches(
 
 
 def embed(front_end: LinearFrontEnd, encoder: ELMEncoder, X, *, device: torch.device, batch_size: int = 4096) -> np.ndarray:
-    """Embedding of every row of ``X`` as float32 ``(n, d)``."""
-    out = np.empty((X.shape[0], encoder.n_out), dtype=np.float32)
-    for b in iter_batches(front_end, encoder, X, device=device, batch_size=batch_size, jacobian=False):
-        out[b.start : b.stop] = b.embedding.cpu().numpy()
-    return out
+    """Embedding of every row of ``X`` as float32 ``(n, d)``, a block of ``batch_size`` rows
+    at a time (Dask tasks when ``X`` reads a Dask array)."""
+    encoder = encoder.to(device).eval()
+
+    def block(rows) -> np.ndarray:
+        batches = iter_batches(front_end, encoder, rows, device=device, batch_size=batch_size, jacobian=False)
+        return np.concatenate([b.embedding.cpu().numpy() for b in batches])
+
+    return map_rows(X, block, encoder.n_out, chunk=batch_size)

@@ -10,18 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._input import GeneColumns, is_dask
+from .._blocks import rows_as_dask
+from .._input import GeneColumns
 from .._model import StoredModel
-
-
-def rows_as_dask(X, chunk: int):
-    """``X`` as a Dask array chunked over rows only (``chunk`` rows unless already Dask)."""
-    import dask.array as da
-
-    if is_dask(X):
-        return X.rechunk({1: -1})
-    meta = X[0:1][:0]  # an empty block of the type slicing returns (dense, CSR, ...)
-    return da.from_array(X, chunks=(chunk, X.shape[1]), asarray=False, meta=meta)
 
 
 def fill(out: np.ndarray, batches, pos: np.ndarray, *, contributions: bool) -> np.ndarray:

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._blocks import reduce_rows
 from .._core.ranking import GroupMoments
 from .._input import GeneColumns, is_dask
 from .._model import StoredModel
 from ..get._batches import iter_model_batches
-from ..get._lazy import rows_as_dask
 
 
 def _add(acc: GroupMoments, streams, code: np.ndarray) -> GroupMoments:
@@ -38,27 +38,6 @@ def _add(acc: GroupMoments, streams, code: np.ndarray) -> GroupMoments:
     return acc
 
 
-def reduce_blocks(X: GeneColumns, code: np.ndarray, fn, size: int, *, chunk: int) -> np.ndarray:
-    """Sum of ``fn(block, its cells' codes) -> float64 (size,)`` over blocks of ``chunk``
-    cells (``block``: float32, dense or CSR, the genes of ``X``): a Python loop, or Dask
-    tasks added by Dask when ``X`` reads a Dask array."""
-    if not is_dask(X.X):
-        total = np.zeros(size)
-        for start in range(0, X.shape[0], chunk):
-            rows = slice(start, start + chunk)
-            total += fn(X[rows], code[rows])
-        return total
-    import dask.array as da
-
-    src = rows_as_dask(X.X, chunk)
-    codes = da.from_array(code[:, None], chunks=(src.chunks[0], 1))
-    parts = da.map_blocks(
-        lambda rows, c: fn(GeneColumns(rows, X.idx)[:], c[:, 0])[None, :],
-        src, codes, dtype=np.float64, chunks=((1,) * len(src.chunks[0]), (size,)),
-    )
-    return parts.sum(0).compute()
-
-
 def group_means(X: GeneColumns, code: np.ndarray, n_groups: int, *, chunk: int) -> np.ndarray:
     """Mean expression per group ``(n_groups, n_genes)``."""
     from scipy import sparse
@@ -70,7 +49,7 @@ def group_means(X: GeneColumns, code: np.ndarray, n_groups: int, *, chunk: int) 
         total = total.toarray() if sparse.issparse(total) else total
         return np.concatenate([total.ravel(), np.bincount(block_code[keep], minlength=n_groups)])
 
-    flat = reduce_blocks(X, code, sums, n_groups * (X.shape[1] + 1), chunk=chunk)
+    flat = reduce_rows(X, sums, n_groups * (X.shape[1] + 1), chunk=chunk, code=code)
     return flat[: -n_groups].reshape(n_groups, -1) / flat[-n_groups:, None]
 
 
@@ -90,5 +69,5 @@ def group_moments(adata, models: list[StoredModel], layer_keys: list, code: np.n
         streams = [iter_batches(m.front_end, m.encoder(), block, device=device, batch_size=batch_size) for m in models]
         return _add(empty(), streams, block_code).to_flat()
 
-    flat = reduce_blocks(X, code, moments, empty().to_flat().size, chunk=batch_size)
+    flat = reduce_rows(X, moments, empty().to_flat().size, chunk=batch_size, code=code)
     return GroupMoments.from_flat(flat, n_groups, dim, n_genes, device=device)

@@ -10,8 +10,8 @@ from anndata import AnnData
 from scanpy import logging as logg
 
 from .. import _keys
+from .._blocks import CHUNK
 from .._docs import doc_batch_device, doc_copy, doc_params
-from .._core.frontend import CHUNK
 from .._input import GeneColumns, check_adata, frame_column, source_matrix
 from .._model import StoredModel
 

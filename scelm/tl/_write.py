@@ -34,7 +34,7 @@ def jacobian_storage(genes: np.ndarray, store_jacobian) -> tuple[type | None, np
 def compute_outputs(model: StoredModel, X, target_var_names: pd.Index, *, store_jacobian, device, batch_size: int):
     """Embedding ``(n, d)``, the Jacobian layers to store (one ``(n, n_vars)`` array per axis,
     or None) and the stored gene names when only some genes are stored (else None)."""
-    from .._core.jacobian import iter_batches
+    from .._core.jacobian import embed, iter_batches
 
     dtype, subset = jacobian_storage(model.genes, store_jacobian)
     n, d = X.shape[0], model.n_components
@@ -46,16 +46,17 @@ def compute_outputs(model: StoredModel, X, target_var_names: pd.Index, *, store_
             "Jacobian layers are not stored: scelm.get.jacobian recomputes them exactly from the model."
         )
         dtype = None
+    if dtype is None:  # the embedding only: Dask tasks when X reads a Dask array
+        return embed(model.front_end, model.encoder(), X, device=device, batch_size=batch_size), None, None
     Y = np.empty((n, d), dtype=np.float32)
-    J = [np.zeros((n, len(target_var_names)), dtype=dtype) for _ in range(d)] if dtype is not None else None
+    J = [np.zeros((n, len(target_var_names)), dtype=dtype) for _ in range(d)]
     cols = slice(None) if subset is None else subset
-    for b in iter_batches(model.front_end, model.encoder(), X, device=device, batch_size=batch_size, jacobian=J is not None):
+    for b in iter_batches(model.front_end, model.encoder(), X, device=device, batch_size=batch_size):
         Y[b.start : b.stop] = b.embedding.cpu().numpy()
-        if J is not None:
-            jac = b.jacobian[:, :, cols].cpu().numpy()
-            for k in range(d):
-                J[k][b.start : b.stop, pos] = jac[:, k, :]
-    return Y, J, (genes if J is not None and subset is not None else None)
+        jac = b.jacobian[:, :, cols].cpu().numpy()
+        for k in range(d):
+            J[k][b.start : b.stop, pos] = jac[:, k, :]
+    return Y, J, (genes if subset is not None else None)
 
 
 def write_outputs(adata: AnnData, key: str, model: StoredModel, Y: np.ndarray, J, stored_genes=None) -> None:
