@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .encoder import ELMEncoder
 from .._blocks import iter_row_chunks, map_rows
+from .encoder import ELMEncoder
 from .frontend import LinearFrontEnd
 
 
