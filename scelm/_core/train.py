@@ -11,7 +11,7 @@ block; every pair moves the ends that lie in the block.
 One block (``batch_size >= n``) is exact full-batch gradient descent. Several blocks cost
 about the same per epoch (each cell is encoded once) but take one Adam step per block, and
 activations are held for one block only. At 100,000 cells, 200 epochs of 20 blocks reach
-trustworthiness 0.936 in 54 s where 300 full-batch steps reach 0.911 in 98 s (2 CPU cores).
+trustworthiness 0.937 in 62 s where 300 full-batch steps reach 0.911 in 107 s (2 CPU cores).
 
 Everything stays on ``device``; the host reads the loss only when the progress bar is
 refreshed. With ``bfloat16`` the encoder's forward and backward run under autocast (for
