@@ -2,8 +2,9 @@
 
 Built graphs avoid ``sc.pp.neighbors``: with pynndescent 0.7 and scipy >= 1.17 it fails
 from 8,192 cells on (``csr_array`` has no ``getnnz``). We compute the kNN ourselves
-(exact chunked torch matmul up to ``exact_max`` cells, pynndescent above) and hand it to
-umap-learn's ``fuzzy_simplicial_set``, which is what scanpy does after its own kNN.
+(exact chunked torch matmul up to ``exact_max`` cells, ``exact_max_gpu`` on a GPU,
+pynndescent above) and hand it to umap-learn's ``fuzzy_simplicial_set``, which is what
+scanpy does after its own kNN.
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ def fuzzy_graph(
     random_state: int | None,
     device,
     exact_max: int = 50_000,
+    exact_max_gpu: int = 2_000_000,
 ):
     """UMAP fuzzy simplicial set of the rows of ``x`` (cells x features), as CSR."""
     from umap.umap_ import fuzzy_simplicial_set
@@ -75,7 +77,9 @@ def fuzzy_graph(
     n = x.shape[0]
     if n_neighbors < 2 or n_neighbors > n:
         raise ValueError(f"n_neighbors must be in [2, n_obs={n}], got {n_neighbors}.")
-    if n <= exact_max or device.type == "cuda":
+    # Exact kNN costs n^2 distances: 19 s on 2 CPU cores at 50,000 cells (bench_scale.py);
+    # a GPU affords it up to about 2 million cells (not measured here). pynndescent beyond.
+    if n <= (exact_max_gpu if device.type == "cuda" else exact_max):
         knn_idx, knn_dist = exact_knn(x, n_neighbors, device=device)
     else:
         from pynndescent import NNDescent

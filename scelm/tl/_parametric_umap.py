@@ -83,8 +83,9 @@ def parametric_umap(
     neighbors_key
         Where :func:`scanpy.pp.neighbors` stored its graph. ``None`` uses ``'neighbors'``
         when present (the graph :func:`scanpy.tl.umap` would embed), else scelm builds the
-        UMAP fuzzy graph on the PCs of the input (exact kNN up to 50,000 cells on CPU,
-        pynndescent beyond), which also works where ``sc.pp.neighbors`` fails.
+        UMAP fuzzy graph on the PCs of the input (exact kNN up to 50,000 cells on CPU and
+        2,000,000 on a GPU, pynndescent beyond), which also works where
+        ``sc.pp.neighbors`` fails.
     n_epochs
         Passes over all cells. Default: 600 when training is full batch, else 300 up to
         10,000 cells and 200 above (umap-learn uses 500 / 200).
