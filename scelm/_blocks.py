@@ -41,7 +41,8 @@ def rows_as_dask(X, chunk: int):
     return da.from_array(X, chunks=(chunk, X.shape[1]), asarray=False, meta=meta)
 
 
-def _on_dask(X) -> bool:
+def reads_dask(X) -> bool:
+    """Whether ``X`` is a :class:`GeneColumns` over a Dask array (its blocks become tasks)."""
     return isinstance(X, GeneColumns) and is_dask(X.X)
 
 
@@ -52,7 +53,7 @@ def reduce_rows(X, fn, size: int, *, chunk: int = CHUNK, code: np.ndarray | None
     ``code`` is an optional per-row integer array handed along block by block.
     """
     code = np.zeros(X.shape[0], dtype=np.int64) if code is None else code
-    if not _on_dask(X):
+    if not reads_dask(X):
         total = np.zeros(size)
         for start in range(0, X.shape[0], chunk):
             rows = slice(start, start + chunk)
@@ -71,7 +72,7 @@ def reduce_rows(X, fn, size: int, *, chunk: int = CHUNK, code: np.ndarray | None
 
 def map_rows(X, fn, n_cols: int, *, chunk: int = CHUNK) -> np.ndarray:
     """``fn(block) -> (rows, n_cols)`` for every block of rows, stacked as float32."""
-    if not _on_dask(X):
+    if not reads_dask(X):
         out = np.empty((X.shape[0], n_cols), dtype=np.float32)
         for start in range(0, X.shape[0], chunk):
             stop = min(start + chunk, X.shape[0])

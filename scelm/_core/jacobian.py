@@ -60,7 +60,6 @@ def iter_batches(
 def embed(front_end: LinearFrontEnd, encoder: ELMEncoder, X, *, device: torch.device, batch_size: int = 4096) -> np.ndarray:
     """Embedding of every row of ``X`` as float32 ``(n, d)``, a block of ``batch_size`` rows
     at a time (Dask tasks when ``X`` reads a Dask array)."""
-    encoder = encoder.to(device).eval()
 
     def block(rows) -> np.ndarray:
         batches = iter_batches(front_end, encoder, rows, device=device, batch_size=batch_size, jacobian=False)

@@ -92,12 +92,11 @@ def plan_blocks(edges: EdgeList, batch_size: int, generator: torch.Generator, de
     key, perm = torch.sort(key, stable=True)
     idx = idx[perm]
     edge_bounds = torch.searchsorted(key, torch.arange(n_blocks + 1)).tolist()
-    to = dict(device=device)
     return BlockPlan(
         bounds=[min(k * size, n) for k in range(n_blocks + 1)],
         edge_bounds=edge_bounds,
-        head=head[idx].to(**to), tail=tail[idx].to(**to), weight=weight[idx].to(**to),
-        degree=degree.to(**to), order=order.to(**to),
+        head=head[idx].to(device), tail=tail[idx].to(device), weight=weight[idx].to(device),
+        degree=degree.to(device), order=order.to(device),
     )
 
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._blocks import reduce_rows
+from .._blocks import reads_dask, reduce_rows
 from .._core.ranking import GroupMoments
-from .._input import GeneColumns, is_dask
+from .._input import GeneColumns
 from .._model import StoredModel
 from ..get._batches import iter_model_batches
 
@@ -61,7 +61,7 @@ def group_moments(adata, models: list[StoredModel], layer_keys: list, code: np.n
     X = models[0].input_matrix(adata)
     dim, n_genes = len(models) * models[0].n_components, len(models[0].genes)
     empty = lambda: GroupMoments(n_groups, dim, n_genes, device=device)  # noqa: E731
-    if not is_dask(X.X):
+    if not reads_dask(X):
         streams = [iter_model_batches(adata, m, k, X, device=device, batch_size=batch_size) for k, m in zip(layer_keys, models)]
         return _add(empty(), streams, code)
 
