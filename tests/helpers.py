@@ -3,7 +3,7 @@
 import numpy as np
 
 # Tiny network, few epochs: tests check properties, not embedding quality.
-FAST = dict(n_epochs=30, hidden=(32, 32))
+FAST = dict(n_epochs=30, hidden=(32, 32), n_models=1)
 
 
 def rel_err(a, b) -> float:

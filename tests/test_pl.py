@@ -16,7 +16,7 @@ matplotlib.use("Agg")
 @pytest.fixture(scope="module")
 def ranked(tmp_path_factory):
     adata = sc.datasets.pbmc68k_reduced()
-    scelm.tl.parametric_umap(adata, n_epochs=60, hidden=(32, 32), store_jacobian=False)
+    scelm.tl.parametric_umap(adata, n_epochs=60, hidden=(32, 32), n_models=1, store_jacobian=False)
     scelm.tl.rank_genes_elm(adata, "bulk_labels")
     sc.tl.rank_genes_groups(adata, "bulk_labels", method="t-test")
     path = tmp_path_factory.mktemp("h5") / "ranked.h5ad"

@@ -86,8 +86,11 @@ def test_known_markers_recovered_on_simulated_data():
     assert precision >= 0.5, precision
 
 
-def test_textbook_markers_on_pbmc(pbmc):
-    scelm.tl.parametric_umap(pbmc, random_state=0, n_models=3)
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_textbook_markers_on_pbmc(pbmc, seed):
+    """Defaults. Bounds at about twice the worst rank seen over seeds 0-4 (NKG7/GNLY <= 2,
+    CD79A 0, CD79B <= 7, CST3 <= 4, FCER1A <= 7), so CPU rounding cannot flip them."""
+    scelm.tl.parametric_umap(pbmc, random_state=seed, store_jacobian=False)
     scelm.tl.rank_genes_elm(pbmc, "bulk_labels")
     names = pbmc.uns[KEY]["names"]
 
@@ -95,15 +98,15 @@ def test_textbook_markers_on_pbmc(pbmc):
         return int(np.flatnonzero(names[g] == gene)[0])
 
     assert rank("CD56+ NK", "NKG7") < 5 and rank("CD56+ NK", "GNLY") < 5
-    assert rank("Dendritic", "CST3") < 5 and rank("Dendritic", "FCER1A") < 15
-    assert rank("CD19+ B", "CD79A") < 5 and rank("CD19+ B", "MS4A1") < 30
-    # S100A8 is not asserted: this dataset's 'Dendritic' cells express it too (wilcoxon ranks it ~90)
-    assert rank("CD14+ Monocyte", "LYZ") < 30
+    assert rank("CD19+ B", "CD79A") < 3 and rank("CD19+ B", "CD79B") < 15
+    assert rank("Dendritic", "CST3") < 10 and rank("Dendritic", "FCER1A") < 20
+    # Monocyte markers are not asserted: this dataset's large 'Dendritic' group expresses
+    # LYZ/S100A8 too, so they separate monocytes from the rest less than other genes do.
 
 
 def test_ensemble_averages_and_reports_spread(sim):
     for s in range(3):
-        scelm.tl.parametric_umap(sim, n_epochs=40, hidden=(32, 32), random_state=s, key_added=f"m{s}", store_jacobian=False)
+        scelm.tl.parametric_umap(sim, n_epochs=40, hidden=(32, 32), n_models=1, random_state=s, key_added=f"m{s}", store_jacobian=False)
     scelm.tl.rank_genes_elm(sim, "cell_type", key=["m0", "m1", "m2"], score="position")
     res = sim.uns[KEY]
     g = res["names"].dtype.names[0]
@@ -111,8 +114,7 @@ def test_ensemble_averages_and_reports_spread(sim):
     singles = []
     for s in range(3):
         scelm.tl.rank_genes_elm(sim, "cell_type", key=f"m{s}", score="position", key_added="one")
-        singles.append(pd.Series(res_one := sim.uns["one"]["scores"][g], index=sim.uns["one"]["names"][g]))
-        assert np.all(np.asarray(res_one) == np.asarray(sim.uns["one"]["scores"][g]))
+        singles.append(pd.Series(sim.uns["one"]["scores"][g], index=sim.uns["one"]["names"][g]))
     mean = pd.concat(singles, axis=1).mean(1)
     ens = pd.Series(res["scores"][g], index=res["names"][g])
     np.testing.assert_allclose(ens.loc[mean.index], mean, rtol=1e-4, atol=1e-6)
@@ -128,13 +130,15 @@ def test_n_models_ensemble_round_trips_and_is_used(sim, tmp_path):
     assert back.uns[KEY]["params"]["n_models"] == 3
     g = back.uns[KEY]["names"].dtype.names[0]
     assert np.asarray(back.uns[KEY]["scores_se"][g]).max() > 0
-    # the same three seeds fitted one by one give the same averaged scores
-    for s in range(3):
-        scelm.tl.parametric_umap(sim, n_epochs=40, hidden=(32, 32), random_state=5 + s, key_added=f"s{s}", store_jacobian=False)
-    scelm.tl.rank_genes_elm(sim, "cell_type", key=["s0", "s1", "s2"])
-    a = pd.Series(back.uns[KEY]["scores"][g], index=back.uns[KEY]["names"][g])
-    b = pd.Series(sim.uns[KEY]["scores"][g], index=sim.uns[KEY]["names"][g])
-    np.testing.assert_allclose(a.loc[b.index], b, rtol=1e-4, atol=1e-6)
+    # the members ranked one by one, as models of their own, average to the ensemble's scores
+    singles = []
+    for i, entry in enumerate([{k: v for k, v in back.uns["elm"].items() if k != "members"}, *back.uns["elm"]["members"].values()]):
+        back.uns[f"s{i}"] = entry
+        scelm.tl.rank_genes_elm(back, "cell_type", key=f"s{i}", key_added="one")
+        singles.append(pd.Series(back.uns["one"]["scores"][g], index=back.uns["one"]["names"][g]))
+    mean = pd.concat(singles, axis=1).mean(1)
+    ens = pd.Series(back.uns[KEY]["scores"][g], index=back.uns[KEY]["names"][g])
+    np.testing.assert_allclose(ens.loc[mean.index], mean, rtol=1e-4, atol=1e-6)
 
 
 def test_group_edge_cases(fitted_pbmc):

@@ -6,7 +6,7 @@ import torch
 from sklearn.manifold import trustworthiness
 
 import scelm
-from scelm._core.encoder import ELMEncoder
+from scelm._core.encoder import ELMEncoder, StackedEncoder
 from scelm._core.graph import edges_from_connectivities, fuzzy_graph
 from scelm._core.loss import find_ab_params
 from scelm._core.train import TrainConfig, default_batch_size, plan_blocks, train_encoder
@@ -58,20 +58,20 @@ def test_plan_lists_every_edge_under_each_block_it_touches():
 
 def _train(z, edges, batch_size, n_epochs=30, seed=0):
     a, b = find_ab_params(1.0, 0.5)
-    encoder = ELMEncoder(z.shape[1], [32, 32], 2, generator=torch.Generator().manual_seed(seed))
+    stack = StackedEncoder([ELMEncoder(z.shape[1], [32, 32], 2, generator=torch.Generator().manual_seed(seed))])
     config = TrainConfig(n_epochs, 1e-2, 5, 1.0, a, b, batch_size)
-    history = train_encoder(encoder, z, edges, config, device=CPU, seed=seed, progress=False)
+    history = train_encoder(stack, z, edges, config, device=CPU, seed=seed, progress=False)
     with torch.no_grad():
-        return encoder(torch.as_tensor(z)).numpy(), history
+        return stack(torch.as_tensor(z))[0].numpy(), history[0]
 
 
 def test_each_step_encodes_one_block_and_each_epoch_every_cell_once():
     z, edges = _graph(1000)
-    encoder = ELMEncoder(8, [32, 32], 2, generator=torch.Generator().manual_seed(0))
+    stack = StackedEncoder([ELMEncoder(8, [32, 32], 2, generator=torch.Generator().manual_seed(0))])
     rows = []
-    hook = encoder.register_forward_hook(lambda mod, inp, out: rows.append((inp[0].shape[0], torch.is_grad_enabled())))
+    hook = stack.register_forward_hook(lambda mod, inp, out: rows.append((inp[0].shape[0], torch.is_grad_enabled())))
     a, b = find_ab_params(1.0, 0.5)
-    train_encoder(encoder, z, edges, TrainConfig(3, 1e-2, 5, 1.0, a, b, 300), device=CPU, seed=0, progress=False)
+    train_encoder(stack, z, edges, TrainConfig(3, 1e-2, 5, 1.0, a, b, 300), device=CPU, seed=0, progress=False)
     hook.remove()
     with_grad = [r for r, grad in rows if grad]
     assert max(r for r, _ in rows) <= 300  # activations of one block only, cache included

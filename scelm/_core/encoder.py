@@ -15,6 +15,13 @@ from torch import nn
 ACTIVATIONS = ("relu", "leaky_relu", "prelu")
 
 
+def activate(u: torch.Tensor, activation: str, slope: torch.Tensor) -> torch.Tensor:
+    """phi(u) = u for u > 0, ``slope * u`` otherwise (``slope`` broadcasts against ``u``)."""
+    if activation == "relu":
+        return torch.relu(u)
+    return torch.where(u > 0, u, slope * u)
+
+
 class ELMEncoder(nn.Module):
     """``z -> W_L phi(W_{L-1} ... phi(W_1 z))``, no biases, no normalisation.
 
@@ -71,15 +78,10 @@ class ELMEncoder(nn.Module):
     def hidden(self) -> list[int]:
         return [w.shape[0] for w in self.weights[:-1]]
 
-    def _act(self, u: torch.Tensor, layer: int) -> torch.Tensor:
-        if self.activation == "relu":
-            return torch.relu(u)
-        return torch.where(u > 0, u, self.slopes[layer] * u)
-
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         h = z
         for i, w in enumerate(self.weights[:-1]):
-            h = self._act(h @ w.T, i)
+            h = activate(h @ w.T, self.activation, self.slopes[i])
         return h @ self.weights[-1].T
 
     @torch.no_grad()
@@ -123,3 +125,50 @@ class ELMEncoder(nn.Module):
                 p.copy_(torch.from_numpy(w))
             enc.slopes.copy_(torch.as_tensor(np.asarray(state["slopes"], dtype=np.float32)))
         return enc
+
+
+class StackedEncoder(nn.Module):
+    """Encoders of one shape evaluated as one batched network: ``z (b, n_in) -> (M, b, d)``.
+
+    An ensemble is trained through this, so each optimizer step, loss evaluation and Python
+    loop iteration is paid once for all M members (one batched matmul per layer).
+    :meth:`unstack` gives the members back as independent :class:`ELMEncoder`.
+    """
+
+    def __init__(self, members: Sequence[ELMEncoder]):
+        super().__init__()
+        first = members[0]
+        if any(m.activation != first.activation or [w.shape for w in m.weights] != [w.shape for w in first.weights] for m in members):
+            raise ValueError("StackedEncoder members must share activation and layer shapes.")
+        self.activation = first.activation
+        self.weights = nn.ParameterList(
+            nn.Parameter(torch.stack([m.weights[i].detach() for m in members])) for i in range(len(first.weights))
+        )
+        slopes = torch.stack([m.slopes.detach() for m in members])  # (M, n_hidden)
+        if self.activation == "prelu":
+            self.slopes = nn.Parameter(slopes)
+        else:
+            self.register_buffer("slopes", slopes)
+
+    @property
+    def n_members(self) -> int:
+        return self.weights[0].shape[0]
+
+    @property
+    def n_out(self) -> int:
+        return self.weights[-1].shape[1]
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        h = z.unsqueeze(0)  # (1, b, n_in), broadcast over members
+        for i, w in enumerate(self.weights[:-1]):
+            h = activate(h @ w.transpose(1, 2), self.activation, self.slopes[:, i, None, None])
+        return h @ self.weights[-1].transpose(1, 2)
+
+    def unstack(self) -> list[ELMEncoder]:
+        """Each member as its own encoder (weights copied)."""
+        out = []
+        for m in range(self.n_members):
+            state = {f"W{i}": w[m].detach().cpu().numpy() for i, w in enumerate(self.weights)}
+            state["slopes"] = self.slopes[m].detach().cpu().numpy()
+            out.append(ELMEncoder.from_numpy(state, self.activation))
+        return out

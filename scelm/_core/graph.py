@@ -24,6 +24,11 @@ class EdgeList:
     weight: np.ndarray  # float32
     n_nodes: int
 
+    def to_csr(self) -> sparse.csr_matrix:
+        """The symmetric weighted adjacency matrix."""
+        upper = sparse.coo_matrix((self.weight, (self.head, self.tail)), shape=(self.n_nodes,) * 2)
+        return sparse.csr_matrix(upper + upper.T)
+
 
 def edges_from_connectivities(C) -> EdgeList:
     """Edges of a connectivities matrix; symmetrised (a no-op for UMAP's graph), self-loops

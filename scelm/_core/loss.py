@@ -48,31 +48,44 @@ def umap_loss_and_gradient(
     b: float,
     repulsion_strength: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cross-entropy per unit of edge weight and its gradient with respect to ``y`` (n x d).
+    """Cross-entropy per unit of edge weight and its gradient with respect to ``y``.
 
-    ``head, tail, weight``: each undirected edge once; ``neg_*``: negative pairs and their
-    weights. The gradient is in closed form, cheaper than autograd through the gathers:
+    ``y`` is ``(n, d)``, or ``(n, M, d)`` for M embeddings of the same cells (an ensemble
+    trained together): the loss is then one value per member, ``(M,)``. ``head, tail,
+    weight``: each undirected edge once; ``neg_*``: negative pairs and their weights, where
+    ``neg_tail`` may be ``(pairs, M)`` to give each member its own negatives. The
+    gradient is in closed form, cheaper than autograd through the gathers:
     d/d(d2) log(1 + a d2^b) = a b d2^(b-1) / (1 + a d2^b) for attraction and
     d/d(d2) log(1 + 1/(a x^b)) = -b / (x (1 + a x^b)), x = d2 + eps, for repulsion;
     each pair moves both of its ends, with d(d2)/dy_i = 2 (y_i - y_j).
     """
     y = y.detach()
+    per_pair = (-1,) + (1,) * (y.dim() - 2)  # pair weights broadcast over members
+    weight, neg_weight = weight.view(per_pair), neg_weight.view(per_pair)
     total = weight.sum()
     diff = y[head] - y[tail]
-    d2 = diff.pow(2).sum(1).clamp_min(1e-12)
+    d2 = diff.pow(2).sum(-1).clamp_min(1e-12)
     d2b = d2.pow(b)
     coef = weight * (2.0 * a * b) * d2b / (d2 * (1.0 + a * d2b))
-    ndiff = y[neg_head] - y[neg_tail]
-    nd2 = ndiff.pow(2).sum(1)
+    if neg_tail.dim() == 2:  # (pairs, M): each member draws its own negatives
+        members = torch.arange(y.shape[1], device=y.device).expand_as(neg_tail)
+        ndiff = y[neg_head] - y[neg_tail, members]
+    else:
+        ndiff = y[neg_head] - y[neg_tail]
+    nd2 = ndiff.pow(2).sum(-1)
     x = nd2 + REPULSION_EPS
     xb = x.pow(b)
     ncoef = -(repulsion_strength * 2.0 * b) * neg_weight / (x * (1.0 + a * xb))
-    pair = coef.unsqueeze(1) * diff
-    npair = ncoef.unsqueeze(1) * ndiff
+    pair = coef.unsqueeze(-1) * diff
+    npair = ncoef.unsqueeze(-1) * ndiff
     grad = torch.zeros_like(y)
     grad.index_add_(0, head, pair).index_add_(0, tail, -pair)
-    grad.index_add_(0, neg_head, npair).index_add_(0, neg_tail, -npair)
-    attract = (weight * attraction(d2, a, b)).sum()
-    repel = (neg_weight * repulsion(nd2, a, b)).sum()
+    grad.index_add_(0, neg_head, npair)
+    if neg_tail.dim() == 2:
+        grad.index_put_((neg_tail, members), -npair, accumulate=True)
+    else:
+        grad.index_add_(0, neg_tail, -npair)
+    attract = (weight * attraction(d2, a, b)).sum(0)
+    repel = (neg_weight * repulsion(nd2, a, b)).sum(0)
     loss = (attract + repulsion_strength * repel) / total
     return loss, grad / total

@@ -77,6 +77,7 @@ class GroupScores:
     magnitude: np.ndarray
     weight: np.ndarray
     spread: dict[str, np.ndarray]  # standard error over models of each score (zeros for M=1)
+    per_model: dict[str, np.ndarray]  # each score of each model, (M, genes)
     t: np.ndarray  # Welch t of the per-cell projected contribution, group vs reference
     dof: np.ndarray
     distance: float  # mean over models of |centroid_g - centroid_ref|
@@ -128,6 +129,31 @@ def group_scores(g: dict, r: dict, n_models: int, d: int) -> GroupScores:
     dof = torch.where(dof_den > 0, (se2_g + se2_r) ** 2 / dof_den.clamp_min(1e-300), torch.ones_like(se))
     return GroupScores(
         separation=mean["separation"], position=mean["position"], magnitude=mean["magnitude"],
-        weight=mean["weight"], spread=spread, t=t.cpu().numpy(), dof=dof.cpu().numpy(),
+        weight=mean["weight"], spread=spread, per_model={k: v.cpu().numpy() for k, v in per_model.items()}, t=t.cpu().numpy(), dof=dof.cpu().numpy(),
         distance=float(dist.mean()),
     )
+
+
+def rank_order(values: np.ndarray, lower: np.ndarray) -> np.ndarray:
+    """Gene order of a ranking: genes not lower in the group first, each part by
+    decreasing score (``values`` may be ``(M, genes)``: one order per row)."""
+    if values.ndim == 1:
+        return np.lexsort((-values, lower))
+    return np.stack([np.lexsort((-v, lower)) for v in values])
+
+
+def member_agreement(orders: np.ndarray, n_top: int) -> tuple[float, np.ndarray]:
+    """How much the models of an ensemble agree on a group's ranking.
+
+    ``orders`` ``(M, genes)``: each model's gene order. Returns the mean pairwise Jaccard
+    index of the models' top-``n_top`` sets and, per gene, the standard deviation over
+    models of its rank (0-based). With one model both are NaN.
+    """
+    n_models, n_genes = orders.shape
+    if n_models < 2:
+        return float("nan"), np.full(n_genes, np.nan)
+    ranks = np.empty_like(orders)
+    ranks[np.arange(n_models)[:, None], orders] = np.arange(n_genes)
+    tops = [set(o[:n_top].tolist()) for o in orders]
+    pairs = [len(a & b) / len(a | b) for i, a in enumerate(tops) for b in tops[i + 1 :]]
+    return float(np.mean(pairs)), ranks.std(0, ddof=1)

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .encoder import ELMEncoder
+from .encoder import StackedEncoder
 from .graph import EdgeList
 from .loss import umap_loss_and_gradient
 
@@ -37,6 +37,8 @@ PROGRESS_EVERY = 25
 FULL_BATCH_MAX = 4096
 MIN_BLOCK = 1024
 BLOCKS_PER_EPOCH = 20
+# Adam steps regressing the encoder onto its starting layout before the UMAP phase.
+LAYOUT_STEPS = 300
 
 
 def default_batch_size(n_obs: int) -> int:
@@ -56,6 +58,8 @@ class TrainConfig:
     a: float
     b: float
     batch_size: int
+    weight_decay: float = 0.0  # AdamW's decoupled decay during the UMAP phase
+    layout_steps: int = 0  # Adam steps regressing the encoder onto the starting layout
     bfloat16: bool = False  # autocast the encoder's matmuls; distances and loss stay float32
 
 
@@ -100,35 +104,64 @@ def plan_blocks(edges: EdgeList, batch_size: int, generator: torch.Generator, de
     )
 
 
+def fit_to_layout(
+    stack: StackedEncoder, zt: torch.Tensor, layout: torch.Tensor, steps: int, *, learning_rate: float,
+    batch_size: int, generator: torch.Generator,
+) -> None:
+    """Regress every member onto ``layout`` (n x d) by mean squared error: ``steps`` Adam
+    steps, each on all cells or on ``batch_size`` random ones."""
+    optimizer = torch.optim.Adam(stack.parameters(), lr=learning_rate)
+    n = zt.shape[0]
+    for _ in range(steps):
+        rows = torch.randint(0, n, (batch_size,), generator=generator).to(zt.device) if batch_size < n else slice(None)
+        # Summed over members, so each member gets the gradient of its own MSE.
+        loss = (stack(zt[rows]) - layout[rows]).pow(2).mean((1, 2)).sum()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+
 def train_encoder(
-    encoder: ELMEncoder,
+    stack: StackedEncoder,
     z: np.ndarray,
     edges: EdgeList,
     config: TrainConfig,
     *,
+    layout: np.ndarray | None = None,
     device: torch.device,
     seed: int,
     progress: bool,
 ) -> np.ndarray:
-    """Fit ``encoder`` in place; returns the mean block loss of every epoch (float32)."""
+    """Fit every member of ``stack`` in place: first onto ``layout`` (if given, for
+    ``config.layout_steps``), then on UMAP's loss. All members see the same blocks; they
+    differ by their initial weights and their negative samples. Returns the mean block loss of every
+    epoch, ``(n_members, n_epochs)`` float32."""
     from tqdm import tqdm
 
-    encoder.to(device).train()
-    host_gen = torch.Generator().manual_seed(seed)  # partition and block order
+    stack.to(device).train()
+    host_gen = torch.Generator().manual_seed(seed)  # partition, block order, layout rows
     gen = torch.Generator(device=device).manual_seed(seed)  # negatives
+    n, n_members, m = edges.n_nodes, stack.n_members, config.negative_sample_rate
+    if layout is not None and config.layout_steps > 0:
+        zt0 = torch.as_tensor(z, dtype=torch.float32).to(device)
+        fit_to_layout(
+            stack, zt0, torch.as_tensor(layout, dtype=torch.float32).to(device), config.layout_steps,
+            learning_rate=config.learning_rate, batch_size=min(n, config.batch_size, FULL_BATCH_MAX), generator=host_gen,
+        )
+        del zt0
     plan = plan_blocks(edges, config.batch_size, host_gen, device)
-    n, n_blocks, m = edges.n_nodes, len(plan.bounds) - 1, config.negative_sample_rate
+    n_blocks = len(plan.bounds) - 1
     zt = torch.as_tensor(z, dtype=torch.float32).to(device)[plan.order]
-    cache = torch.empty(n, encoder.n_out, device=device)
+    cache = torch.empty(n, n_members, stack.n_out, device=device)  # latest embedding, per member
     with torch.no_grad():
         for lo, hi in zip(plan.bounds[:-1], plan.bounds[1:]):
-            cache[lo:hi] = encoder(zt[lo:hi])
+            cache[lo:hi] = stack(zt[lo:hi]).transpose(0, 1)
 
-    optimizer = torch.optim.Adam(encoder.parameters(), lr=config.learning_rate)
+    optimizer = torch.optim.AdamW(stack.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     # Linear decay to zero over all steps, as umap-learn anneals its SGD step.
     total_steps = config.n_epochs * n_blocks
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0 - s / total_steps)
-    history = torch.zeros(config.n_epochs, device=device)
+    history = torch.zeros(config.n_epochs, n_members, device=device)
     bar = tqdm(range(config.n_epochs), desc="parametric UMAP", unit="epoch", disable=not progress, mininterval=1.0)
     for epoch in bar:
         for k in torch.randperm(n_blocks, generator=host_gen).tolist():
@@ -136,12 +169,13 @@ def train_encoder(
             e_lo, e_hi = plan.edge_bounds[k], plan.edge_bounds[k + 1]
             block = torch.arange(lo, hi, device=device)
             neg_head = block.repeat_interleave(m)
-            neg_tail = torch.randint(0, n, (neg_head.shape[0],), device=device, generator=gen)
+            # Each member its own negatives, so members' maps vary as independent fits would.
+            neg_tail = torch.randint(0, n, (neg_head.shape[0], n_members), device=device, generator=gen)
             # Undirected negatives: half of each cell's degree, as each pair moves both ends.
             neg_weight = plan.degree[lo:hi].repeat_interleave(m) * 0.5
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bfloat16):
-                y = encoder(zt[lo:hi])
-            y_loss = y.float()  # UMAP's distances, kernel and loss in float32
+                y = stack(zt[lo:hi])
+            y_loss = y.float().transpose(0, 1)  # (block, members, d); distances and loss in float32
             cache[lo:hi] = y_loss.detach()
             loss, grad = umap_loss_and_gradient(
                 cache, plan.head[e_lo:e_hi], plan.tail[e_lo:e_hi], plan.weight[e_lo:e_hi],
@@ -154,9 +188,9 @@ def train_encoder(
             schedule.step()
             history[epoch] += loss.detach() / n_blocks
         if progress and (epoch % PROGRESS_EVERY == 0 or epoch == config.n_epochs - 1):
-            bar.set_postfix(loss=f"{history[epoch].item():.4f}", refresh=False)
-    encoder.eval()
-    hist = history.cpu().numpy()
+            bar.set_postfix(loss=f"{history[epoch].mean().item():.4f}", refresh=False)
+    stack.eval()
+    hist = history.T.cpu().numpy()
     if not np.all(np.isfinite(hist)):
         raise ValueError(
             "The UMAP loss became NaN/inf during training; lower learning_rate or check the input."

@@ -4,6 +4,7 @@ from ._cell import cell
 from ._diagnostics import reconstruction, training
 from ._embedding import contributions, gene_arrows
 from ._ranking import compare_de, rank_genes_elm, rank_genes_elm_dotplot
+from ._trust import deletion_curve, perturbation
 
 __all__ = [
     "contributions",
@@ -14,4 +15,6 @@ __all__ = [
     "compare_de",
     "training",
     "reconstruction",
+    "perturbation",
+    "deletion_curve",
 ]

@@ -14,6 +14,11 @@ show
 return_fig
     Return the :class:`~matplotlib.figure.Figure` instead of the axes."""
 
+doc_save = """\
+save
+    Write the figure to ``sc.settings.figdir``: a file name (its extension picks the
+    format), or ``True`` for ``'{plot name}.{sc.settings.file_format_figs}'``."""
+
 
 def panels(n: int, *, ncols: int, panel_size=(4.0, 3.6), ax=None):
     """A figure with ``n`` axes in rows of ``ncols`` (or the given single ``ax``)."""
@@ -31,11 +36,20 @@ def panels(n: int, *, ncols: int, panel_size=(4.0, 3.6), ax=None):
     return fig, list(axes.ravel()[:n])
 
 
-def finish(fig, axes: list, *, show: bool | None, return_fig: bool):
-    """scanpy's convention: Figure if ``return_fig``, else show or return the axes."""
+def finish(fig, axes: list, *, show: bool | None, return_fig: bool, save: bool | str | None = None, name: str = "scelm"):
+    """scanpy's convention: save if asked, then the Figure if ``return_fig``, else show or
+    return the axes."""
     import matplotlib.pyplot as plt
     from scanpy import settings
 
+    if save:
+        from pathlib import Path
+
+        if not isinstance(save, (bool, str)):
+            raise TypeError(f"save must be a file name or True, got {type(save).__name__}.")
+        path = Path(settings.figdir) / (f"{name}.{settings.file_format_figs}" if save is True else save)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, bbox_inches="tight")
     show = settings.autoshow if show is None else show
     if return_fig:
         return fig

@@ -1,7 +1,8 @@
 """Tools: fit, apply and rank with the equivalent linear mapping (``scelm.tl``)."""
 
 from ._parametric_umap import parametric_umap
+from ._perturb import deletion_curve, perturb
 from ._rank_genes_elm import rank_genes_elm
 from ._transform import transform
 
-__all__ = ["parametric_umap", "transform", "rank_genes_elm"]
+__all__ = ["parametric_umap", "transform", "rank_genes_elm", "perturb", "deletion_curve"]

@@ -23,11 +23,53 @@ def _check_positive_int(name: str, value, minimum: int = 1) -> int:
     return int(value)
 
 
-def _default_epochs(n_obs: int, batch_size: int) -> int:
-    # One step per epoch on full batch needs more epochs to settle (umap-learn: 500 / 200).
+# Ensemble members trained together by default where training is full batch (measured on
+# pbmc68k_reduced: top-10 agreement across seeds 0.55 with one model, 0.65 with 3;
+# benchmarks/bench_trust.py). Above, each member costs a full fit: one model by default.
+DEFAULT_MODELS = 3
+
+
+def _default_epochs(n_obs: int, batch_size: int, init: str) -> int:
+    # One step per epoch on full batch needs more epochs to settle (umap-learn: 500 / 200);
+    # started from a layout, 200 full-batch epochs keep trustworthiness within 0.01.
     if n_obs <= batch_size:
-        return 600
+        return 600 if init == "random" else 200
     return 300 if n_obs <= 10_000 else 200
+
+
+def _default_models(n_obs: int, batch_size: int) -> int:
+    return DEFAULT_MODELS if n_obs <= batch_size else 1
+
+
+INITS = ("pca", "spectral", "random")
+
+
+def _check_init(adata: AnnData, init, n_components: int) -> None:
+    if not isinstance(init, str):
+        raise TypeError(f"init must be 'pca', 'spectral', 'random' or an obsm key, got {type(init).__name__}.")
+    if init in INITS:
+        return
+    if init not in adata.obsm:
+        raise KeyError(f"init={init!r} is neither one of {INITS} nor a key of adata.obsm ({list(adata.obsm)}).")
+    shape = np.shape(adata.obsm[init])
+    if len(shape) != 2 or shape[1] < n_components:
+        raise ValueError(f"adata.obsm[{init!r}] has shape {shape}; init needs at least n_components={n_components} columns.")
+
+
+def _start_layout(adata: AnnData, init: str, z: np.ndarray, edges, n_components: int, seed: int) -> np.ndarray | None:
+    """The layout the encoder is regressed onto first, or None for ``'random'``."""
+    from .._core.layout import pca_layout, scaled, spectral_layout
+
+    if init == "random":
+        return None
+    if init == "pca":
+        return pca_layout(z, n_components)
+    if init == "spectral":
+        return spectral_layout(z, edges.to_csr(), n_components, seed)
+    given = np.asarray(adata.obsm[init])[:, :n_components]
+    if not np.all(np.isfinite(given)):
+        raise ValueError(f"adata.obsm[{init!r}] contains NaN or inf.")
+    return scaled(given)
 
 
 @doc_params(doc_input=doc_input, doc_batch_device=doc_batch_device, doc_copy=doc_copy)
@@ -44,6 +86,8 @@ def parametric_umap(
     learning_rate: float = 1e-2,
     negative_sample_rate: int = 5,
     repulsion_strength: float = 1.0,
+    init: str = "pca",
+    weight_decay: float = 1e-3,
     hidden: Sequence[int] = (128, 128),
     activation: str = "relu",
     n_pcs: int | None = 50,
@@ -53,7 +97,7 @@ def parametric_umap(
     use_raw: bool | None = None,
     mask_var: str | np.ndarray | None = None,
     store_jacobian: bool | str | Sequence[str] = True,
-    n_models: int = 1,
+    n_models: int | None = None,
     precision: str = "float32",
     random_state: int | None = 0,
     device: str = "auto",
@@ -87,8 +131,9 @@ def parametric_umap(
         2,000,000 on a GPU, pynndescent beyond), which also works where
         ``sc.pp.neighbors`` fails.
     n_epochs
-        Passes over all cells. Default: 600 when training is full batch, else 300 up to
-        10,000 cells and 200 above (umap-learn uses 500 / 200).
+        Passes over all cells. Default: when training is full batch, 200 from a starting
+        layout and 600 from ``init='random'``; else 300 up to 10,000 cells and 200 above
+        (umap-learn uses 500 / 200).
     train_batch_size
         Cells per training step. ``None``: full batch up to 4,096 cells, else about 20
         blocks per epoch of at least 1,024 cells. Each step encodes one block and uses the
@@ -101,6 +146,17 @@ def parametric_umap(
         Uniform negative samples per cell and step, weighted by the cell's degree.
     repulsion_strength
         Weight of the repulsive term (umap-learn's ``gamma``).
+    init
+        Starting layout the encoder is regressed onto before UMAP's loss takes over:
+        ``'pca'`` (default; the top principal components of the encoder input),
+        ``'spectral'`` (umap-learn's spectral embedding of the graph, its default), the
+        name of an ``obsm`` key such as ``'X_umap'`` (start from a map you already have),
+        or ``'random'`` (no regression: the map's global arrangement is left to the random
+        initial weights). A fixed starting layout makes the map, and so the gene rankings
+        explaining it, agree across ``random_state`` (see ``docs/trust.md``).
+    weight_decay
+        AdamW's decoupled weight decay during the UMAP phase; small values make the
+        encoder's Jacobians, hence its rankings, less seed-dependent.
     hidden
         Widths of the hidden layers of the encoder.
     activation
@@ -126,11 +182,14 @@ def parametric_umap(
         stores none. :func:`scelm.get.jacobian` recomputes exactly from the model whenever the
         layers are not the complete float32 Jacobian.
     n_models
-        Fit an ensemble of this many encoders (seeds ``random_state + i``) on the same
-        graph and front end. The first is the embedding; the others are stored in
-        ``uns[key_added]['members']``, and :func:`scelm.tl.rank_genes_elm` averages its
-        scores over all of them with a standard error: rankings from one seed can be
-        unstable, their average much less so (see ``benchmarks/bench_markers.py``).
+        Fit an ensemble of this many encoders on the same graph, front end and starting
+        layout, trained together as one batched network; they differ by their initial
+        weights and negative samples (independent streams of ``random_state``). The first
+        is the embedding; the others are stored in ``uns[key_added]['members']``, and
+        :func:`scelm.tl.rank_genes_elm` averages its scores over all of them, reports how
+        far they agree and warns where they do not. Rankings from one model change more
+        with the seed (``docs/trust.md``). Default ``None``: 3 when training is full batch
+        (up to 4,096 cells), else 1, since each member costs about one fit.
     precision
         ``'float32'``, or ``'bfloat16'`` to run the encoder's matrix products during
         training under bfloat16 autocast (faster on recent GPUs; distances and the loss stay
@@ -167,10 +226,10 @@ def parametric_umap(
     import torch
 
     from .._core.device import resolve_device
-    from .._core.encoder import ACTIVATIONS, ELMEncoder
+    from .._core.encoder import ACTIVATIONS, ELMEncoder, StackedEncoder
     from .._core.frontend import fit_front_end
     from .._core.loss import find_ab_params
-    from .._core.train import TrainConfig, default_batch_size, train_encoder
+    from .._core.train import LAYOUT_STEPS, TrainConfig, default_batch_size, train_encoder
 
     check_adata(adata)
     start = logg.info("computing parametric UMAP (scelm)")
@@ -182,11 +241,13 @@ def parametric_umap(
         else _check_positive_int("train_batch_size", train_batch_size)
     )
     n_epochs = (
-        _default_epochs(adata.n_obs, train_batch_size) if n_epochs is None
+        _default_epochs(adata.n_obs, train_batch_size, init) if n_epochs is None
         else _check_positive_int("n_epochs", n_epochs)
     )
     negative_sample_rate = _check_positive_int("negative_sample_rate", negative_sample_rate)
-    n_models = _check_positive_int("n_models", n_models)
+    n_models = (
+        _default_models(adata.n_obs, train_batch_size) if n_models is None else _check_positive_int("n_models", n_models)
+    )
     batch_size = _check_positive_int("batch_size", batch_size)
     hidden = [_check_positive_int("hidden width", h) for h in hidden]
     if n_pcs is not None:
@@ -194,6 +255,9 @@ def parametric_umap(
     for name, value in [("min_dist", min_dist), ("spread", spread), ("learning_rate", learning_rate), ("repulsion_strength", repulsion_strength)]:
         if not np.isfinite(value) or value < 0 or (value == 0 and name != "min_dist"):
             raise ValueError(f"{name} must be a positive finite number, got {value!r}.")
+    if not np.isfinite(weight_decay) or weight_decay < 0:
+        raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay!r}.")
+    _check_init(adata, init, n_components)
     if min_dist > spread:
         raise ValueError(f"min_dist ({min_dist}) must not exceed spread ({spread}).")
     if precision not in ("float32", "bfloat16"):
@@ -211,29 +275,35 @@ def parametric_umap(
         adata, z, neighbors_key=neighbors_key, n_neighbors=n_neighbors, random_state=seed, device=dev
     )
     a, b = find_ab_params(spread, min_dist)
+    layout = _start_layout(adata, init, z, edges, n_components, seed)
     config = TrainConfig(
-        n_epochs, learning_rate, negative_sample_rate, repulsion_strength, a, b, train_batch_size, precision == "bfloat16"
+        n_epochs, learning_rate, negative_sample_rate, repulsion_strength, a, b, train_batch_size,
+        weight_decay=float(weight_decay), layout_steps=LAYOUT_STEPS, bfloat16=precision == "bfloat16",
     )
     params = dict(
         n_components=n_components, min_dist=float(min_dist), spread=float(spread), a=a, b=b,
         n_neighbors=graph_k, graph=graph_source, n_epochs=n_epochs, train_batch_size=min(train_batch_size, adata.n_obs),
         learning_rate=float(learning_rate), negative_sample_rate=negative_sample_rate,
-        repulsion_strength=float(repulsion_strength), hidden=np.asarray(hidden, dtype=np.int64),
+        repulsion_strength=float(repulsion_strength), init=init, weight_decay=float(weight_decay), n_models=n_models, hidden=np.asarray(hidden, dtype=np.int64),
         activation=activation, n_pcs=-1 if n_pcs is None and use_rep is None else front_end.n_in,
         use_rep=use_rep, center=bool(center), layer=layer, use_raw=use_raw, device=str(dev), precision=precision,
     )
-    models = []
-    for i in range(n_models):
-        if n_models > 1:
-            logg.info(f"    fitting model {i + 1} of {n_models}")
-        encoder = ELMEncoder(
-            front_end.n_in, hidden, n_components, activation=activation,
-            generator=torch.Generator().manual_seed(seed + i),
-        )
-        history = train_encoder(
-            encoder, z, edges, config, device=dev, seed=seed + i, progress=settings.verbosity >= 1
-        )
-        models.append(StoredModel(genes, front_end, encoder.state_to_numpy(), dict(params, random_state=seed + i), history))
+    # Members' initial weights from independent streams of random_state (seed + i would make
+    # random_state=0 and 1 share members).
+    member_seeds = [int(np.random.SeedSequence([seed, i]).generate_state(1)[0]) for i in range(n_models)]
+    if n_models > 1:
+        logg.info(f"    training {n_models} models together")
+    stack = StackedEncoder([
+        ELMEncoder(front_end.n_in, hidden, n_components, activation=activation, generator=torch.Generator().manual_seed(s))
+        for s in member_seeds
+    ])
+    history = train_encoder(
+        stack, z, edges, config, layout=layout, device=dev, seed=seed, progress=settings.verbosity >= 1
+    )
+    models = [
+        StoredModel(genes, front_end, encoder.state_to_numpy(), dict(params, random_state=seed, member_seed=member_seeds[i]), history[i])
+        for i, encoder in enumerate(stack.unstack())
+    ]
     model = models[0]
     model.members = models[1:]
     target = adata.copy() if copy else adata
