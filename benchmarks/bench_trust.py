@@ -11,7 +11,8 @@ For pbmc68k_reduced (``bulk_labels``) and simulated data (``scelm.datasets.simul
 (b) faithfulness: deletion curves (``scelm.tl.deletion_curve``, protocol 'both', matched to
     the default ``separation`` score; 'group' for ``position``) of ELM, t-test, wilcoxon,
     logreg, the unsigned magnitude (how glass-box tools rank) and random genes, on the map
-    of each seed's defaults fit;
+    of each seed's defaults fit (member 0 of the ensemble); ELM and t-test also on v0.1's
+    single-model map;
 (c) markers: pbmc textbook-marker recall@10 (markers below), simulated precision@10;
 (d) trustworthiness (k=15, in the 50-PC space) and 15-NN label accuracy vs umap-learn;
 (e) fit time of the defaults vs v0.1's settings.
@@ -94,6 +95,11 @@ def one_seed(adata, groupby: str, seed: int) -> dict:
     out["time_v01"] = time.perf_counter() - t0
     scelm.tl.rank_genes_elm(old, groupby)
     out["top_v01"] = top(old, "rank_genes_elm")
+    de_rankings(old, groupby)
+    curves = {}
+    for key in ("rank_genes_elm", "t-test"):  # one model explains its own map most faithfully
+        scelm.tl.deletion_curve(old, key, n_genes=max(KS), protocol="both", key_added="d")
+        curves[("both", f"{key} [v0.1 map]")] = old.uns["d"]["removed"].mean(0).to_numpy()
     ad = adata.copy()
     t0 = time.perf_counter()
     scelm.tl.parametric_umap(ad, random_state=seed)
@@ -101,6 +107,8 @@ def one_seed(adata, groupby: str, seed: int) -> dict:
     out["embedding"] = ad.obsm["X_elm"]
     out["embedding_v01"] = old.obsm["X_elm"]
     scelm.tl.rank_genes_elm(ad, groupby)
+    stability = ad.uns["rank_genes_elm"]["stability"]
+    out["split_half"] = float(np.mean([stability[g][0] for g in stability.dtype.names]))
     scelm.tl.rank_genes_elm(ad, groupby, score="position", key_added="elm position")
     scelm.tl.rank_genes_elm(ad, groupby, score="magnitude", key_added="magnitude")
     de_rankings(ad, groupby)
@@ -110,7 +118,6 @@ def one_seed(adata, groupby: str, seed: int) -> dict:
     ad.uns["random"] = dict(names=np.rec.fromarrays(list(shuffled.values()), names=list(shuffled)),
                             params=dict(groupby=groupby, reference="rest"))
     out["top"] = {k: top(ad, k) for k in ("rank_genes_elm", *DE)}
-    curves = {}
     for key in ("rank_genes_elm", "magnitude", *DE, "random"):
         scelm.tl.deletion_curve(ad, key, n_genes=max(KS), protocol="both", key_added="d")
         curves[("both", key)] = ad.uns["d"]["removed"].mean(0).to_numpy()
@@ -141,7 +148,8 @@ def run(name: str, seeds: int, n_cells: int) -> tuple[list[dict], list[dict], li
     umaps = umap_learn(adata, seeds)
     pairs = list(itertools.combinations(range(seeds), 2))
     stab = [
-        dict(data=name, ranking="scelm defaults", jaccard_top10=np.mean([jaccard(runs[i]["top"]["rank_genes_elm"], runs[j]["top"]["rank_genes_elm"]) for i, j in pairs])),
+        dict(data=name, ranking="scelm defaults", jaccard_top10=np.mean([jaccard(runs[i]["top"]["rank_genes_elm"], runs[j]["top"]["rank_genes_elm"]) for i, j in pairs]),
+             split_half_estimate=np.mean([r["split_half"] for r in runs])),
         dict(data=name, ranking="scelm v0.1 settings", jaccard_top10=np.mean([jaccard(runs[i]["top_v01"], runs[j]["top_v01"]) for i, j in pairs])),
         dict(data=name, ranking="t-test vs wilcoxon (reference)", jaccard_top10=jaccard(runs[0]["top"]["t-test"], runs[0]["top"]["wilcoxon"])),
     ]
@@ -161,6 +169,8 @@ def run(name: str, seeds: int, n_cells: int) -> tuple[list[dict], list[dict], li
         curve = np.mean([r["curves"][(protocol, key)] for r in runs], axis=0)
         marker = recall(runs[0]["top"][key], markers) if key in runs[0]["top"] else ""
         row = dict(data=name, protocol=protocol, ranking=key.replace("rank_genes_elm", "elm separation"))
+        if "[v0.1 map]" not in key:
+            row["ranking"] += " [defaults map]"
         row.update({f"k={k}": float(curve[k - 1]) for k in KS})
         if protocol == "both":
             recs = [recall(r["top"][key], markers) for r in runs] if key in runs[0]["top"] else []

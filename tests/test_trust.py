@@ -12,7 +12,7 @@ import scelm
 from scelm._core.encoder import ELMEncoder, StackedEncoder
 from scelm._core.layout import LAYOUT_SCALE, pca_layout
 from scelm._core.loss import umap_loss_and_gradient
-from scelm._core.ranking import member_agreement
+from scelm._core.ranking import member_agreement, split_half_agreement
 from scelm._core.train import fit_to_layout
 
 matplotlib.use("Agg")
@@ -105,6 +105,19 @@ def test_bad_init(sim, init, exc, match):
     assert "elm" not in sim.uns
 
 
+def test_split_half_agreement():
+    lower = np.zeros(30, dtype=bool)
+    same = np.tile(np.linspace(1, 0, 30), (4, 1))
+    assert split_half_agreement(same, lower, 10) == 1.0
+    # Two camps of members with disjoint favourites: the halves of every split that keeps
+    # each camp together disagree completely, the mixed splits agree completely.
+    camps = np.stack([np.roll(np.linspace(1, 0, 30), 15 * (m % 2)) for m in range(4)])
+    assert 0.0 < split_half_agreement(camps, lower, 10) < 1.0
+    assert np.isnan(split_half_agreement(same[:1], lower, 10))
+    many = np.random.default_rng(0).normal(size=(12, 30))  # C(12, 6) splits: 20 drawn
+    assert 0.0 <= split_half_agreement(many, lower, 10) <= 1.0
+
+
 def test_member_agreement():
     same = np.tile(np.arange(30), (3, 1))
     agree, sd = member_agreement(same, 10)
@@ -120,14 +133,14 @@ def test_ensemble_ranking_reports_agreement(sim, tmp_path):
     scelm.tl.rank_genes_elm(sim, "cell_type")
     res = sim.uns["rank_genes_elm"]
     for g in res["names"].dtype.names:
-        assert 0.0 <= res["member_agreement"][g][0] <= 1.0
+        assert 0.0 <= res["member_agreement"][g][0] <= 1.0 and 0.0 <= res["stability"][g][0] <= 1.0
         assert np.all(np.isfinite(res["rank_sd"][g])) and np.all(np.asarray(res["rank_sd"][g]) >= 0)
     sim.write_h5ad(tmp_path / "a.h5ad")
     assert "member_agreement" in sc.read_h5ad(tmp_path / "a.h5ad").uns["rank_genes_elm"]
     fig = scelm.pl.rank_genes_elm(sim, n_genes=5, show=False, return_fig=True)
     g = res["names"].dtype.names[0]
     ax = [a for a in fig.axes if a.get_visible()][0]
-    assert ax.get_title() == f"{g}\nmodels agree {res['member_agreement'][g][0]:.2f}"
+    assert ax.get_title() == f"{g}\nstability {res['stability'][g][0]:.2f}"
     top = [f"{n} (±{s:.0f})" for n, s in zip(res["names"][g][:5], res["rank_sd"][g][:5])]
     assert [t.get_text() for t in ax.get_yticklabels()] == top[::-1]
 

@@ -157,3 +157,29 @@ def member_agreement(orders: np.ndarray, n_top: int) -> tuple[float, np.ndarray]
     tops = [set(o[:n_top].tolist()) for o in orders]
     pairs = [len(a & b) / len(a | b) for i, a in enumerate(tops) for b in tops[i + 1 :]]
     return float(np.mean(pairs)), ranks.std(0, ddof=1)
+
+
+def split_half_agreement(values: np.ndarray, lower: np.ndarray, n_top: int, *, max_splits: int = 20) -> float:
+    """How reproducible the ensemble's averaged ranking is: the members (rows of ``values``,
+    ``(M, genes)``) are split into two disjoint halves, each half's scores averaged and
+    ranked, and the halves' top-``n_top`` sets compared (Jaccard), averaged over splits (all
+    of them, or ``max_splits`` drawn with a fixed seed). Each half is a smaller, independent
+    ensemble, so this estimates what another seed would give, slightly pessimistically.
+    NaN for fewer than 2 models."""
+    from itertools import combinations
+
+    n_models = values.shape[0]
+    if n_models < 2:
+        return float("nan")
+    splits = list(combinations(range(n_models), n_models // 2))
+    if len(splits) > max_splits:
+        pick = np.random.default_rng(0).choice(len(splits), max_splits, replace=False)
+        splits = [splits[i] for i in pick]
+    scores = []
+    for half in splits:
+        inside = np.zeros(n_models, dtype=bool)
+        inside[list(half)] = True
+        a = set(rank_order(values[inside].mean(0), lower)[:n_top].tolist())
+        b = set(rank_order(values[~inside].mean(0), lower)[:n_top].tolist())
+        scores.append(len(a & b) / len(a | b))
+    return float(np.mean(scores))

@@ -30,8 +30,8 @@ def rank_genes_elm(
     error bars are the standard error over the models of an ensemble, when there is one.
     Genes lower in the group than in its reference are hatched. With an ensemble, each
     gene's label carries the standard deviation of its rank over the models, and each
-    title how far the models agree on the top 10 genes (mean pairwise Jaccard index; red
-    below 0.5, where :func:`scelm.tl.rank_genes_elm` warns).
+    title the ranking's ``stability`` (split-half agreement of the top 10 genes, see
+    :func:`scelm.tl.rank_genes_elm`; red below 0.5, where it warns).
 
     Parameters
     ----------
@@ -64,11 +64,11 @@ def rank_genes_elm(
         rank_sd = np.asarray(result["rank_sd"][g][:n_genes], dtype=float)[::-1] if "rank_sd" in result else np.full(len(names), np.nan)
         a.set_yticks(range(len(names)), [n if np.isnan(sd) else f"{n} (±{sd:.0f})" for n, sd in zip(names, rank_sd)], fontsize=8)
         a.axvline(0, color="k", lw=0.6)
-        agree = float(result["member_agreement"][g][0]) if "member_agreement" in result else float("nan")
-        if np.isnan(agree):
+        stable = float(result["stability"][g][0]) if "stability" in result else float("nan")
+        if np.isnan(stable):
             a.set_title(g, fontsize=10)
         else:
-            a.set_title(f"{g}\nmodels agree {agree:.2f}", fontsize=10, color="#b2182b" if agree < UNSTABLE else "k")
+            a.set_title(f"{g}\nstability {stable:.2f}", fontsize=10, color="#b2182b" if stable < UNSTABLE else "k")
         a.set_xlabel(f"ELM {result['params'].get('score', 'score')}")
     fig.tight_layout()
     return finish(fig, axes, show=show, return_fig=return_fig)

@@ -23,17 +23,18 @@ def _check_positive_int(name: str, value, minimum: int = 1) -> int:
     return int(value)
 
 
-# Ensemble members trained together by default where training is full batch (measured on
-# pbmc68k_reduced: top-10 agreement across seeds 0.55 with one model, 0.65 with 3;
-# benchmarks/bench_trust.py). Above, each member costs a full fit: one model by default.
-DEFAULT_MODELS = 3
+# Ensemble members trained together by default where training is full batch. Measured on
+# pbmc68k_reduced, 5 seeds (benchmarks/bench_trust.py): top-10 agreement across seeds 0.38
+# with v0.1's settings, 0.64 with 3 models, 0.71 with 5. Above FULL_BATCH_MAX cells each
+# member costs about one more fit: one model by default.
+DEFAULT_MODELS = 5
 
 
 def _default_epochs(n_obs: int, batch_size: int, init: str) -> int:
     # One step per epoch on full batch needs more epochs to settle (umap-learn: 500 / 200);
-    # started from a layout, 200 full-batch epochs keep trustworthiness within 0.01.
+    # started from a layout, 400 full-batch epochs keep trustworthiness within 0.01 of 600.
     if n_obs <= batch_size:
-        return 600 if init == "random" else 200
+        return 600 if init == "random" else 400
     return 300 if n_obs <= 10_000 else 200
 
 
@@ -131,7 +132,7 @@ def parametric_umap(
         2,000,000 on a GPU, pynndescent beyond), which also works where
         ``sc.pp.neighbors`` fails.
     n_epochs
-        Passes over all cells. Default: when training is full batch, 200 from a starting
+        Passes over all cells. Default: when training is full batch, 400 from a starting
         layout and 600 from ``init='random'``; else 300 up to 10,000 cells and 200 above
         (umap-learn uses 500 / 200).
     train_batch_size
@@ -188,7 +189,7 @@ def parametric_umap(
         is the embedding; the others are stored in ``uns[key_added]['members']``, and
         :func:`scelm.tl.rank_genes_elm` averages its scores over all of them, reports how
         far they agree and warns where they do not. Rankings from one model change more
-        with the seed (``docs/trust.md``). Default ``None``: 3 when training is full batch
+        with the seed (``docs/trust.md``). Default ``None``: 5 when training is full batch
         (up to 4,096 cells), else 1, since each member costs about one fit.
     precision
         ``'float32'``, or ``'bfloat16'`` to run the encoder's matrix products during
