@@ -88,8 +88,8 @@ def test_known_markers_recovered_on_simulated_data():
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_textbook_markers_on_pbmc(pbmc, seed):
-    """Defaults. Bounds at about twice the worst rank seen over seeds 0-4 (NKG7/GNLY <= 2,
-    CD79A 0, CD79B <= 7, CST3 <= 4, FCER1A <= 7), so CPU rounding cannot flip them."""
+    """Defaults. Bounds at twice the worst rank seen over seeds 0-4 or more (NKG7 <= 1,
+    GNLY 0, CD79A 0, CD79B <= 3, CST3 <= 4, FCER1A <= 10), so CPU rounding cannot flip them."""
     scelm.tl.parametric_umap(pbmc, random_state=seed, store_jacobian=False)
     scelm.tl.rank_genes_elm(pbmc, "bulk_labels")
     names = pbmc.uns[KEY]["names"]

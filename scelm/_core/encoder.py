@@ -22,6 +22,14 @@ def activate(u: torch.Tensor, activation: str, slope: torch.Tensor) -> torch.Ten
     return torch.where(u > 0, u, slope * u)
 
 
+def set_slopes(module: nn.Module, slopes: torch.Tensor) -> None:
+    """Negative-side slopes: learned for PReLU, a fixed buffer otherwise."""
+    if module.activation == "prelu":
+        module.slopes = nn.Parameter(slopes)
+    else:
+        module.register_buffer("slopes", slopes)
+
+
 class ELMEncoder(nn.Module):
     """``z -> W_L phi(W_{L-1} ... phi(W_1 z))``, no biases, no normalisation.
 
@@ -60,11 +68,7 @@ class ELMEncoder(nn.Module):
             w = torch.randn(d_out, d_in, generator=generator) * (gain / d_in) ** 0.5
             self.weights.append(nn.Parameter(w))
         slope0 = 0.0 if activation == "relu" else float(negative_slope)
-        slopes = torch.full((len(hidden),), slope0)
-        if activation == "prelu":
-            self.slopes = nn.Parameter(slopes)
-        else:
-            self.register_buffer("slopes", slopes)
+        set_slopes(self, torch.full((len(hidden),), slope0))
 
     @property
     def n_in(self) -> int:
@@ -144,11 +148,7 @@ class StackedEncoder(nn.Module):
         self.weights = nn.ParameterList(
             nn.Parameter(torch.stack([m.weights[i].detach() for m in members])) for i in range(len(first.weights))
         )
-        slopes = torch.stack([m.slopes.detach() for m in members])  # (M, n_hidden)
-        if self.activation == "prelu":
-            self.slopes = nn.Parameter(slopes)
-        else:
-            self.register_buffer("slopes", slopes)
+        set_slopes(self, torch.stack([m.slopes.detach() for m in members]))  # (M, n_hidden)
 
     @property
     def n_members(self) -> int:

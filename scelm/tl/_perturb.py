@@ -19,12 +19,11 @@ from ._rank_genes_elm import _labels
 PROTOCOLS = ("both", "group")
 
 
-def _rows(model: StoredModel, adata: AnnData, cells: np.ndarray) -> np.ndarray:
-    """Dense float32 expression of the model's genes for the cells at positions ``cells``."""
+def _rows(model: StoredModel, adata: AnnData, mask: np.ndarray) -> np.ndarray:
+    """Dense float32 expression of the model's genes for the cells in ``mask``, in order."""
     X = model.input_matrix(adata)
-    block = GeneColumns(X.X[np.sort(cells)], X.idx)[:]
-    block = block.toarray() if hasattr(block, "toarray") else np.asarray(block)
-    return block[np.argsort(np.argsort(cells))]  # back to the order of ``cells``
+    block = GeneColumns(X.X[np.flatnonzero(mask)], X.idx)[:]
+    return block.toarray() if hasattr(block, "toarray") else np.asarray(block)
 
 
 def _values(model: StoredModel, value: float | None) -> np.ndarray:
@@ -119,12 +118,13 @@ def perturb(
     pos = pd.Index(model.genes).get_indexer(names)
     if (pos < 0).any():
         raise KeyError(f"genes the model does not read: {names[pos < 0][:10].tolist()}.")
-    cells = np.flatnonzero(_cell_mask(adata, groupby, groups, mask))
+    chosen = _cell_mask(adata, groupby, groups, mask)
+    cells = np.flatnonzero(chosen)
     values = _values(model, value)
     key_added = f"{key}_perturbation" if key_added is None else key_added
     Y = np.asarray(adata.obsm[_keys.embedding_key(key)])[cells]
     new = perturbed_embedding(
-        model.front_end, model.encoder(), _rows(model, adata, cells), pos, values[pos], device=resolve_device(device)
+        model.front_end, model.encoder(), _rows(model, adata, chosen), pos, values[pos], device=resolve_device(device)
     )
     target = adata.copy() if copy else adata
     target.uns[key_added] = dict(
@@ -226,8 +226,8 @@ def deletion_curve(
         # Genes the model does not read cannot move the map: they count as a step with no effect.
         order = gene_pos.get_indexer(np.asarray(ranking["names"][g][:n_genes]).astype(str))
         curve = _curve(
-            model.front_end, encoder, _rows(model, adata, np.flatnonzero(in_group)),
-            _rows(model, adata, np.flatnonzero(in_ref)), order, values, both=protocol == "both", device=dev,
+            model.front_end, encoder, _rows(model, adata, in_group), _rows(model, adata, in_ref), order, values,
+            both=protocol == "both", device=dev,
         )
         removed[g] = np.pad(curve, (0, n_genes - len(curve)), constant_values=np.nan)  # short rankings
     frame = pd.DataFrame.from_dict(removed, orient="index", columns=[str(k) for k in range(1, n_genes + 1)])
