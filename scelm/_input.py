@@ -8,6 +8,8 @@ from anndata import AnnData
 from scanpy import logging as logg
 from scipy import sparse
 
+from ._core.blocks import GeneColumns
+
 
 def check_adata(adata) -> AnnData:
     if not isinstance(adata, AnnData):
@@ -73,50 +75,6 @@ def gene_mask(adata: AnnData, var_names: pd.Index, mask_var) -> np.ndarray:
     if mask.sum() == 0:
         raise ValueError("mask_var selects no genes.")
     return mask
-
-
-def is_dask(X) -> bool:
-    """Whether ``X`` is a Dask array (checked without importing Dask, an optional extra)."""
-    return type(X).__module__.split(".")[0] == "dask"
-
-
-class GeneColumns:
-    """Some columns of a cells x genes matrix, read block of rows by block of rows.
-
-    ``X`` may be dense, sparse, backed (h5py/zarr) or a Dask array (e.g. from
-    ``anndata.experimental.read_lazy``): nothing is copied up front, so memory stays at one
-    block however large ``X`` is. Each block is checked numeric and finite and comes back
-    as float32, dense or CSR. ``rows[a:b]`` is the only indexing supported.
-    """
-
-    def __init__(self, X, idx: np.ndarray):
-        dtype = np.dtype(X.dtype)
-        if not np.issubdtype(dtype, np.number) or dtype == bool:
-            raise TypeError(f"The input matrix must be numeric, got dtype {dtype}.")
-        self.X = X
-        self.idx = np.asarray(idx)
-        self.shape = (X.shape[0], len(self.idx))
-
-    def __getitem__(self, rows: slice):
-        if not isinstance(rows, slice):
-            raise TypeError("GeneColumns is read by slices of rows.")
-        block = self.X[rows]
-        if is_dask(block):  # materialise this block only
-            block = block.compute()
-        if sparse.issparse(block):
-            block = sparse.csr_matrix(block)[:, self.idx]
-        else:
-            block = np.asarray(block)[:, self.idx]
-        check_finite(block, "The input matrix")
-        return block.astype(np.float32) if block.dtype != np.float32 else block
-
-
-def check_finite(X, what: str) -> None:
-    data = X.data if sparse.issparse(X) else np.asarray(X)
-    if not np.issubdtype(data.dtype, np.number) or data.dtype == bool:
-        raise TypeError(f"{what} must be numeric, got dtype {data.dtype}.")
-    if not np.all(np.isfinite(data)):
-        raise ValueError(f"{what} contains NaN or inf values; remove or impute them first.")
 
 
 def warn_if_counts(X, what: str) -> None:

@@ -1,4 +1,5 @@
-"""The fitted model as it lives in ``adata.uns[key]``: front end, encoder weights, genes.
+"""The fitted model as it lives in ``adata.uns[key]``: front end, encoder weights, genes,
+and the one way to stream its Jacobians over batches of cells.
 
 Everything is numpy so the entry survives ``write_h5ad``/``read_h5ad``; :class:`StoredModel`
 validates an entry on read so a corrupted or foreign ``uns`` gives a clear error.
@@ -6,6 +7,7 @@ validates an entry on read so a corrupted or foreign ``uns`` gives a clear error
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -15,7 +17,8 @@ from scanpy import logging as logg
 
 from . import _keys
 from ._core.frontend import LinearFrontEnd
-from ._input import GeneColumns, source_matrix
+from ._core.blocks import GeneColumns
+from ._input import source_matrix
 
 
 @dataclass
@@ -102,7 +105,7 @@ class StoredModel:
 
     def input_matrix(self, adata: AnnData):
         """The model's genes, matched by name, from the source given by :meth:`source`,
-        as :class:`~scelm._input.GeneColumns` (read block by block)."""
+        as :class:`~scelm._core.blocks.GeneColumns` (read block by block)."""
         layer, use_raw = self.source(adata)
         X, var_names = source_matrix(adata, layer=layer, use_raw=use_raw)
         pos = pd.Index(var_names).get_indexer(self.genes)
@@ -114,6 +117,29 @@ class StoredModel:
                 f"{missing[:10].tolist()}{' ...' if len(missing) > 10 else ''}."
             )
         return GeneColumns(X, pos)
+
+    def iter_batches(self, adata: AnnData, key: str | None, X, *, device, batch_size: int) -> Iterator:
+        """Yield :class:`scelm._core.jacobian.Batch` (embedding, exact Jacobian, centred
+        expression) over the rows of ``X`` (:meth:`input_matrix`), one batch in memory.
+
+        Jacobians come from the layers of ``key`` when they hold the complete float32
+        Jacobian, else are recomputed exactly from the model (``key=None``: always).
+        """
+        import torch
+
+        from ._core.device import resolve_device
+        from ._core.jacobian import Batch, iter_batches
+
+        dev = resolve_device(device)
+        layers = None if key is None else jacobian_layer_names(adata, key, self.n_components)
+        pos = pd.Index(adata.var_names).get_indexer(self.genes)
+        if layers is None or (pos < 0).any():
+            yield from iter_batches(self.front_end, self.encoder(), X, device=dev, batch_size=batch_size)
+            return
+        for b in iter_batches(self.front_end, self.encoder(), X, device=dev, batch_size=batch_size, jacobian=False):
+            rows = [np.asarray(adata.layers[name][b.start : b.stop][:, pos], dtype=np.float32) for name in layers]
+            jac = torch.as_tensor(np.stack(rows, axis=1), device=dev)
+            yield Batch(b.start, b.stop, b.embedding, jac, b.centred)
 
     def source_var_names(self, adata: AnnData) -> pd.Index:
         """Gene axis of the source matrix (``.raw.var_names`` or ``var_names``)."""

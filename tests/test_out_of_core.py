@@ -65,7 +65,7 @@ def test_dask_fit_reads_blocks_in_tasks_not_in_the_client(monkeypatch):
     tasks (only the counts check reads one block in the client), and they give the
     in-memory numbers up to float64 summation order."""
     from scelm._core.frontend import fit_front_end
-    from scelm._input import GeneColumns, is_dask
+    from scelm._core.blocks import GeneColumns, is_dask
 
     sim, _ = scelm.datasets.simulate_markers(1200, 200, n_types=4, random_state=0)
     X = sparse.csr_matrix(sim.X)

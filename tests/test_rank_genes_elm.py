@@ -173,3 +173,18 @@ def test_bad_arguments(fitted_pbmc, kwargs, exc, match):
     with pytest.raises(exc, match=match):
         scelm.tl.rank_genes_elm(fitted_pbmc, **kwargs)
     assert KEY not in fitted_pbmc.uns
+
+
+def test_fold_changes_and_adjusted_pvalues_follow_scanpy(fitted_pbmc):
+    from scipy.stats import false_discovery_control
+
+    scelm.tl.rank_genes_elm(fitted_pbmc, "bulk_labels", groups=["CD19+ B"], key_added="e")
+    fitted_pbmc.uns["log1p"] = {"base": 2}
+    scelm.tl.rank_genes_elm(fitted_pbmc, "bulk_labels", groups=["CD19+ B"], key_added="two")
+    sc.tl.rank_genes_groups(fitted_pbmc, "bulk_labels", groups=["CD19+ B"], method="t-test", key_added="tt")
+    elm = sc.get.rank_genes_groups_df(fitted_pbmc, "CD19+ B", key="two").set_index("names")
+    tt = sc.get.rank_genes_groups_df(fitted_pbmc, "CD19+ B", key="tt").set_index("names")
+    np.testing.assert_allclose(elm["logfoldchanges"], tt.loc[elm.index, "logfoldchanges"], rtol=1e-4, atol=1e-4)
+    natural = sc.get.rank_genes_groups_df(fitted_pbmc, "CD19+ B", key="e").set_index("names")
+    assert not np.allclose(natural["logfoldchanges"], elm.loc[natural.index, "logfoldchanges"])
+    np.testing.assert_allclose(elm["pvals_adj"], false_discovery_control(elm["pvals"].to_numpy()), rtol=1e-12)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._blocks import dense64, map_rows, reduce_rows
+from .blocks import dense64, map_rows, reduce_rows
 
 
 def mean_and_covariance(X) -> tuple[np.ndarray, np.ndarray]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .._blocks import iter_row_chunks, map_rows
+from .blocks import iter_row_chunks, map_rows
 from .encoder import ELMEncoder
 from .frontend import LinearFrontEnd
 

@@ -12,7 +12,6 @@ from .. import _keys
 from .._docs import doc_batch_device, doc_key, doc_params
 from .._input import check_adata
 from .._model import StoredModel
-from ._batches import iter_model_batches
 from ._lazy import fill, lazy_values
 
 doc_genes = """\
@@ -43,7 +42,7 @@ def _stream(adata, key, genes, *, contributions: bool, lazy: bool, device, batch
     if lazy:
         return lazy_values(model, X, pos, contributions=contributions, device=resolve_device(device), batch_size=batch_size)
     out = np.zeros((adata.n_obs, model.n_components, len(names)), dtype=np.float32)
-    batches = iter_model_batches(adata, model, key, X, device=device, batch_size=batch_size)
+    batches = model.iter_batches(adata, key, X, device=device, batch_size=batch_size)
     return fill(out, batches, pos, contributions=contributions)
 
 

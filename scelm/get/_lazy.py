@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._blocks import rows_as_dask
-from .._input import GeneColumns
+from .._core.blocks import GeneColumns, rows_as_dask
 from .._model import StoredModel
 
 

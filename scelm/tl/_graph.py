@@ -7,7 +7,7 @@ from anndata import AnnData
 from scanpy import logging as logg
 
 from .._core.graph import EdgeList, edges_from_connectivities, fuzzy_graph
-from .._input import is_dask
+from .._core.blocks import is_dask
 
 
 def stored_connectivities(adata: AnnData, neighbors_key: str | None):

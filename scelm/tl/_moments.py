@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._blocks import reads_dask, reduce_rows
 from .._core.ranking import GroupMoments
-from .._input import GeneColumns
+from .._core.blocks import GeneColumns, reads_dask, reduce_rows
 from .._model import StoredModel
-from ..get._batches import iter_model_batches
 
 
 def _add(acc: GroupMoments, streams, code: np.ndarray) -> GroupMoments:
@@ -62,7 +60,7 @@ def group_moments(adata, models: list[StoredModel], layer_keys: list, code: np.n
     dim, n_genes = len(models) * models[0].n_components, len(models[0].genes)
     empty = lambda: GroupMoments(n_groups, dim, n_genes, device=device)  # noqa: E731
     if not reads_dask(X):
-        streams = [iter_model_batches(adata, m, k, X, device=device, batch_size=batch_size) for k, m in zip(layer_keys, models)]
+        streams = [m.iter_batches(adata, k, X, device=device, batch_size=batch_size) for k, m in zip(layer_keys, models)]
         return _add(empty(), streams, code)
 
     def moments(block, block_code: np.ndarray) -> np.ndarray:

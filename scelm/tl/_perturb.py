@@ -12,7 +12,8 @@ from scanpy import logging as logg
 
 from .. import _keys
 from .._docs import doc_copy, doc_params
-from .._input import GeneColumns, check_adata
+from .._core.blocks import GeneColumns
+from .._input import check_adata
 from .._model import StoredModel
 from ._rank_genes_elm import _labels
 

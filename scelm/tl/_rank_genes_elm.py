@@ -10,9 +10,9 @@ from anndata import AnnData
 from scanpy import logging as logg
 
 from .. import _keys
-from .._blocks import CHUNK
 from .._docs import doc_batch_device, doc_copy, doc_params
-from .._input import GeneColumns, check_adata, frame_column, source_matrix
+from .._core.blocks import CHUNK, GeneColumns
+from .._input import check_adata, frame_column, source_matrix
 from .._model import StoredModel
 
 SCORES = ("separation", "position", "magnitude", "weight")
@@ -57,14 +57,20 @@ def _models(adata: AnnData, key: str | Sequence[str]) -> tuple[list[str | None],
 
 
 def _adjust(p: np.ndarray, method: str) -> np.ndarray:
+    from scipy.stats import false_discovery_control
+
     if method == "bonferroni":
         return np.minimum(p * len(p), 1.0)
-    order = np.argsort(p)
-    ranked = p[order] * len(p) / np.arange(1, len(p) + 1)
-    adj = np.minimum.accumulate(ranked[::-1])[::-1]
-    out = np.empty_like(p)
-    out[order] = np.minimum(adj, 1.0)
-    return out
+    return false_discovery_control(p, method="bh")
+
+
+def _expm1(adata: AnnData):
+    """Undo the log of ``sc.pp.log1p``, in the base it recorded (``uns['log1p']['base']``,
+    natural log when absent), as scanpy's ``rank_genes_groups`` does for fold changes."""
+    base = adata.uns.get("log1p", {}).get("base")
+    if base is None:
+        return np.expm1
+    return lambda x: np.expm1(x * np.log(float(base)))
 
 
 def _recarray(columns: dict[str, np.ndarray]) -> np.recarray:
@@ -145,7 +151,8 @@ def rank_genes_elm(
     ``None`` or a copy. Sets ``adata.uns[key_added]`` with recarrays (one field per group,
     every gene of the matrix the model reads, in rank order; genes the model does not read
     score 0 with p-value 1) ``names``, ``scores``, ``logfoldchanges`` (log2 fold
-    change of the group and reference means of ``expm1`` expression, as scanpy computes it),
+    change of the group and reference means of ``expm1`` expression, in the base of
+    ``uns['log1p']``, as scanpy computes it),
     ``pvals``, ``pvals_adj``, ``lower_in_group``, ``scores_se``, ``rank_sd`` (standard
     deviation over the models of an ensemble of the gene's rank; NaN for one model),
     ``centroid_distance``, ``member_agreement`` (per group, the mean pairwise Jaccard
@@ -198,6 +205,7 @@ def rank_genes_elm(
     src_genes = np.asarray(src_genes)
     pos = pd.Index(src_genes).get_indexer(models[0].genes)
     means = group_means(GeneColumns(src_X, np.arange(len(src_genes))), code, len(present), chunk=CHUNK)
+    expm1 = _expm1(adata)
     out = {name: {} for name in ("names", "scores", "logfoldchanges", "pvals", "pvals_adj", "lower_in_group", "scores_se", "rank_sd")}
     distances, agreement, stability = {}, {}, {}
     small = []
@@ -220,7 +228,7 @@ def rank_genes_elm(
         member_values[:, pos] = s.per_model[score]
         agree, rank_sd = member_agreement(rank_order(member_values, lower), AGREEMENT_TOP)
         stability[g] = np.array([split_half_agreement(member_values, lower, AGREEMENT_TOP)], dtype=np.float32)
-        lfc = np.log2((np.expm1(mean_g) + 1e-9) / (np.expm1(mean_r) + 1e-9))
+        lfc = np.log2((expm1(mean_g) + 1e-9) / (expm1(mean_r) + 1e-9))
         out["names"][g] = src_genes[order].astype(object)
         out["scores"][g] = values[order].astype(np.float32)
         out["logfoldchanges"][g] = lfc[order].astype(np.float32)

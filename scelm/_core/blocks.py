@@ -1,7 +1,8 @@
-"""Loops over blocks of cells: in this process, or as Dask tasks when the matrix is Dask.
+"""Reading a cells x genes matrix block of rows by block of rows, and loops over those
+blocks: in this process, or as Dask tasks when the matrix is Dask.
 
 In memory or backed, a Python loop reads one block of rows at a time. When a
-:class:`scelm._input.GeneColumns` reads a Dask array (e.g. from
+:class:`GeneColumns` reads a Dask array (e.g. from
 ``anndata.experimental.read_lazy``), every block becomes a task, so on a
 ``dask.distributed`` cluster the expression never leaves the workers: only each block's
 result travels (a sum that Dask adds up, or the block's rows of a narrow output).
@@ -12,9 +13,51 @@ from __future__ import annotations
 import numpy as np
 from scipy import sparse
 
-from ._input import GeneColumns, is_dask
-
 CHUNK = 8192
+
+
+def is_dask(X) -> bool:
+    """Whether ``X`` is a Dask array (checked without importing Dask, an optional extra)."""
+    return type(X).__module__.split(".")[0] == "dask"
+
+
+def check_finite(X, what: str) -> None:
+    data = X.data if sparse.issparse(X) else np.asarray(X)
+    if not np.issubdtype(data.dtype, np.number) or data.dtype == bool:
+        raise TypeError(f"{what} must be numeric, got dtype {data.dtype}.")
+    if not np.all(np.isfinite(data)):
+        raise ValueError(f"{what} contains NaN or inf values; remove or impute them first.")
+
+
+class GeneColumns:
+    """Some columns of a cells x genes matrix, read block of rows by block of rows.
+
+    ``X`` may be dense, sparse, backed (h5py/zarr) or a Dask array (e.g. from
+    ``anndata.experimental.read_lazy``): nothing is copied up front, so memory stays at one
+    block however large ``X`` is. Each block is checked numeric and finite and comes back
+    as float32, dense or CSR. ``rows[a:b]`` is the only indexing supported.
+    """
+
+    def __init__(self, X, idx: np.ndarray):
+        dtype = np.dtype(X.dtype)
+        if not np.issubdtype(dtype, np.number) or dtype == bool:
+            raise TypeError(f"The input matrix must be numeric, got dtype {dtype}.")
+        self.X = X
+        self.idx = np.asarray(idx)
+        self.shape = (X.shape[0], len(self.idx))
+
+    def __getitem__(self, rows: slice):
+        if not isinstance(rows, slice):
+            raise TypeError("GeneColumns is read by slices of rows.")
+        block = self.X[rows]
+        if is_dask(block):  # materialise this block only
+            block = block.compute()
+        if sparse.issparse(block):
+            block = sparse.csr_matrix(block)[:, self.idx]
+        else:
+            block = np.asarray(block)[:, self.idx]
+        check_finite(block, "The input matrix")
+        return block.astype(np.float32) if block.dtype != np.float32 else block
 
 
 def dense64(block) -> np.ndarray:
