@@ -66,9 +66,9 @@ def run_scelm(adata, device):
     import scanpy as sc
 
     import scelm
+    from scelm._core.blocks import GeneColumns
     from scelm._core.frontend import fit_front_end
     from scelm._core.graph import fuzzy_graph
-    from scelm._core.blocks import GeneColumns
 
     sc.settings.verbosity = 0
     scelm.tl.parametric_umap(adata[:300].copy(), n_epochs=2, store_jacobian=False, device=device)  # warm torch

@@ -148,10 +148,13 @@ def run(name: str, seeds: int, n_cells: int) -> tuple[list[dict], list[dict], li
     umaps = umap_learn(adata, seeds)
     pairs = list(itertools.combinations(range(seeds), 2))
     stab = [
-        dict(data=name, ranking="scelm defaults", jaccard_top10=np.mean([jaccard(runs[i]["top"]["rank_genes_elm"], runs[j]["top"]["rank_genes_elm"]) for i, j in pairs]),
+        dict(data=name, ranking="scelm defaults",
+             jaccard_top10=np.mean([jaccard(runs[i]["top"]["rank_genes_elm"], runs[j]["top"]["rank_genes_elm"]) for i, j in pairs]),
              split_half_estimate=np.mean([r["split_half"] for r in runs])),
-        dict(data=name, ranking="scelm v0.1 settings", jaccard_top10=np.mean([jaccard(runs[i]["top_v01"], runs[j]["top_v01"]) for i, j in pairs])),
-        dict(data=name, ranking="t-test vs wilcoxon (reference)", jaccard_top10=jaccard(runs[0]["top"]["t-test"], runs[0]["top"]["wilcoxon"])),
+        dict(data=name, ranking="scelm v0.1 settings",
+             jaccard_top10=np.mean([jaccard(runs[i]["top_v01"], runs[j]["top_v01"]) for i, j in pairs])),
+        dict(data=name, ranking="t-test vs wilcoxon (reference)",
+             jaccard_top10=jaccard(runs[0]["top"]["t-test"], runs[0]["top"]["wilcoxon"])),
     ]
     quality = []
     for label, maps, t in [
@@ -190,7 +193,8 @@ def main() -> None:
     sc.settings.verbosity = 0
     tables = [run(name, args.seeds, args.n_cells) for name in args.data]
     print_table([r for t in tables for r in t[0]], f"(a) stability: top-10 Jaccard over {args.seeds} seeds")
-    print_table([r for t in tables for r in t[1]], "(b, c) deletion: share of separation removed by the top-k genes (mean over groups and seeds); marker recall@10")
+    print_table([r for t in tables for r in t[1]],
+                "(b, c) deletion: share of separation removed by the top-k genes (mean over groups and seeds); marker recall@10")
     print_table([r for t in tables for r in t[2]], "(d, e) embedding quality and fit time (median s, this process)")
 
 

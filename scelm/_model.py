@@ -16,8 +16,8 @@ from anndata import AnnData
 from scanpy import logging as logg
 
 from . import _keys
-from ._core.frontend import LinearFrontEnd
 from ._core.blocks import GeneColumns
+from ._core.frontend import LinearFrontEnd
 from ._input import source_matrix
 
 

@@ -1,10 +1,10 @@
 import pytest
 import scanpy as sc
+from helpers import FAST
 
 import scelm
 
 sc.settings.verbosity = 0
-from helpers import FAST
 
 
 @pytest.fixture

@@ -4,7 +4,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 
+
+@pytest.mark.slow
 def test_sphinx_build_has_no_warnings(tmp_path):
     docs = Path(__file__).parents[1] / "docs"
     out = subprocess.run(

@@ -25,6 +25,7 @@ def _unchanged(adata, snap):
     assert now == {k: v for k, v in snap.items() if k != "X"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["csr", "csc", "csr_array", "dense_f64", "dense_int"])  # AnnData refuses COO itself
 def test_input_formats_agree(sim, fmt):
     counts = sim.layers["counts"]

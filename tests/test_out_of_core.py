@@ -5,10 +5,10 @@ import dask.array as da
 import numpy as np
 import pytest
 import scanpy as sc
+from helpers import FAST
 from scipy import sparse
 
 import scelm
-from helpers import FAST
 
 
 @pytest.fixture(scope="module")
@@ -64,8 +64,8 @@ def test_dask_fit_reads_blocks_in_tasks_not_in_the_client(monkeypatch):
     """With a Dask X of many chunks, the front end's Gram matrix and projection are Dask
     tasks (only the counts check reads one block in the client), and they give the
     in-memory numbers up to float64 summation order."""
-    from scelm._core.frontend import fit_front_end
     from scelm._core.blocks import GeneColumns, is_dask
+    from scelm._core.frontend import fit_front_end
 
     sim, _ = scelm.datasets.simulate_markers(1200, 200, n_types=4, random_state=0)
     X = sparse.csr_matrix(sim.X)

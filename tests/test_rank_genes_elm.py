@@ -77,6 +77,7 @@ def test_streaming_equals_stored_jacobians(fitted_pbmc):
             np.testing.assert_allclose(np.sort(a[g]), np.sort(b[g]), rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_known_markers_recovered_on_simulated_data():
     adata, markers = scelm.datasets.simulate_markers(1200, 400, n_types=4, effect=1.5, n_programs=2, random_state=0)
     scelm.tl.parametric_umap(adata, random_state=0)
@@ -86,6 +87,7 @@ def test_known_markers_recovered_on_simulated_data():
     assert precision >= 0.5, precision
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_textbook_markers_on_pbmc(pbmc, seed):
     """Defaults. Bounds at twice the worst rank seen over seeds 0-4 or more (NKG7 <= 1,

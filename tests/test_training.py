@@ -88,6 +88,7 @@ def test_block_training_is_reproducible_and_finite(batch_size):
     assert h1[-5:].mean() < h1[:5].mean()  # the loss goes down
 
 
+@pytest.mark.slow
 def test_blocks_match_full_batch_quality():
     """Six blocks per epoch, 200 epochs, as good as 300 full-batch steps on the same graph
     (small data gains nothing from blocks; bench_scale.py shows where they win)."""

@@ -40,7 +40,7 @@ class GeneColumns:
 
     def __init__(self, X, idx: np.ndarray):
         dtype = np.dtype(X.dtype)
-        if not np.issubdtype(dtype, np.number) or dtype == bool:
+        if not np.issubdtype(dtype, np.number) or dtype.kind == "b":
             raise TypeError(f"The input matrix must be numeric, got dtype {dtype}.")
         self.X = X
         self.idx = np.asarray(idx)

@@ -129,7 +129,8 @@ def group_scores(g: dict, r: dict, n_models: int, d: int) -> GroupScores:
     dof = torch.where(dof_den > 0, (se2_g + se2_r) ** 2 / dof_den.clamp_min(1e-300), torch.ones_like(se))
     return GroupScores(
         separation=mean["separation"], position=mean["position"], magnitude=mean["magnitude"],
-        weight=mean["weight"], spread=spread, per_model={k: v.cpu().numpy() for k, v in per_model.items()}, t=t.cpu().numpy(), dof=dof.cpu().numpy(),
+        weight=mean["weight"], spread=spread, per_model={k: v.cpu().numpy() for k, v in per_model.items()},
+        t=t.cpu().numpy(), dof=dof.cpu().numpy(),
         distance=float(dist.mean()),
     )
 

@@ -7,8 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 from anndata import AnnData
 
-from .. import _keys
-from .. import get
+from .. import _keys, get
 from .._docs import doc_params
 from ._utils import doc_show, embedding_coords, finish, group_colors, panels, ranked_result
 

@@ -6,8 +6,8 @@ import numpy as np
 from anndata import AnnData
 from scanpy import logging as logg
 
-from .._core.graph import EdgeList, edges_from_connectivities, fuzzy_graph
 from .._core.blocks import is_dask
+from .._core.graph import EdgeList, edges_from_connectivities, fuzzy_graph
 
 
 def stored_connectivities(adata: AnnData, neighbors_key: str | None):

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._core.ranking import GroupMoments
 from .._core.blocks import GeneColumns, reads_dask, reduce_rows
+from .._core.ranking import GroupMoments
 from .._model import StoredModel
 
 
@@ -51,7 +51,9 @@ def group_means(X: GeneColumns, code: np.ndarray, n_groups: int, *, chunk: int) 
     return flat[: -n_groups].reshape(n_groups, -1) / flat[-n_groups:, None]
 
 
-def group_moments(adata, models: list[StoredModel], layer_keys: list, code: np.ndarray, n_groups: int, *, device, batch_size: int) -> GroupMoments:
+def group_moments(
+    adata, models: list[StoredModel], layer_keys: list, code: np.ndarray, n_groups: int, *, device, batch_size: int
+) -> GroupMoments:
     """Moments of all models' contributions per group; ``code`` gives each cell's group
     (-1: left out). Stored Jacobian layers are read when the input is not Dask."""
     from .._core.jacobian import iter_batches

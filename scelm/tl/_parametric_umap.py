@@ -253,7 +253,8 @@ def parametric_umap(
     hidden = [_check_positive_int("hidden width", h) for h in hidden]
     if n_pcs is not None:
         n_pcs = _check_positive_int("n_pcs", n_pcs)
-    for name, value in [("min_dist", min_dist), ("spread", spread), ("learning_rate", learning_rate), ("repulsion_strength", repulsion_strength)]:
+    positive = [("min_dist", min_dist), ("spread", spread), ("learning_rate", learning_rate), ("repulsion_strength", repulsion_strength)]
+    for name, value in positive:
         if not np.isfinite(value) or value < 0 or (value == 0 and name != "min_dist"):
             raise ValueError(f"{name} must be a positive finite number, got {value!r}.")
     if not np.isfinite(weight_decay) or weight_decay < 0:
@@ -285,7 +286,8 @@ def parametric_umap(
         n_components=n_components, min_dist=float(min_dist), spread=float(spread), a=a, b=b,
         n_neighbors=graph_k, graph=graph_source, n_epochs=n_epochs, train_batch_size=min(train_batch_size, adata.n_obs),
         learning_rate=float(learning_rate), negative_sample_rate=negative_sample_rate,
-        repulsion_strength=float(repulsion_strength), init=init, weight_decay=float(weight_decay), n_models=n_models, hidden=np.asarray(hidden, dtype=np.int64),
+        repulsion_strength=float(repulsion_strength), init=init, weight_decay=float(weight_decay), n_models=n_models,
+        hidden=np.asarray(hidden, dtype=np.int64),
         activation=activation, n_pcs=-1 if n_pcs is None and use_rep is None else front_end.n_in,
         use_rep=use_rep, center=bool(center), layer=layer, use_raw=use_raw, device=str(dev), precision=precision,
     )

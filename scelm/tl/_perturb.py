@@ -11,8 +11,8 @@ from anndata import AnnData
 from scanpy import logging as logg
 
 from .. import _keys
-from .._docs import doc_copy, doc_params
 from .._core.blocks import GeneColumns
+from .._docs import doc_copy, doc_params
 from .._input import check_adata
 from .._model import StoredModel
 from ._rank_genes_elm import _labels

@@ -10,8 +10,8 @@ from anndata import AnnData
 from scanpy import logging as logg
 
 from .. import _keys
-from .._docs import doc_batch_device, doc_copy, doc_params
 from .._core.blocks import CHUNK, GeneColumns
+from .._docs import doc_batch_device, doc_copy, doc_params
 from .._input import check_adata, frame_column, source_matrix
 from .._model import StoredModel
 
