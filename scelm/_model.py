@@ -8,7 +8,7 @@ validates an entry on read so a corrupted or foreign ``uns`` gives a clear error
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -20,38 +20,45 @@ from ._core.blocks import GeneColumns
 from ._core.frontend import LinearFrontEnd
 from ._input import source_matrix
 
+# Layout of uns[key]: 2 stores genes, front end and parameters once and every encoder of
+# an ensemble under 'encoders'; 0.1.0 wrote one full entry per ensemble member ('encoder',
+# 'members'), which still loads.
+FORMAT_VERSION = 2
+
 
 @dataclass
 class StoredModel:
+    """A fitted model: the genes it reads, its linear front end and one or more encoders
+    (an ensemble; the first gives the embedding), with their fit parameters."""
+
     genes: np.ndarray  # names of the genes the model reads, in order
     front_end: LinearFrontEnd
-    encoder_state: dict[str, np.ndarray]
+    encoder_states: list[dict[str, np.ndarray]]  # one per model of the ensemble
     params: dict  # fit parameters, incl. activation, layer, use_raw, a, b
-    loss_history: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
-    members: list[StoredModel] = field(default_factory=list)  # other seeds of an ensemble
+    loss_history: np.ndarray  # (n_models, n_epochs)
 
     @property
     def n_components(self) -> int:
         return int(self.params["n_components"])
 
-    def encoder(self):
+    @property
+    def n_models(self) -> int:
+        return len(self.encoder_states)
+
+    def encoder(self, member: int = 0):
         from ._core.encoder import ELMEncoder
 
-        return ELMEncoder.from_numpy(self.encoder_state, self.params["activation"])
+        return ELMEncoder.from_numpy(self.encoder_states[member], self.params["activation"])
 
     def to_uns(self) -> dict:
-        entry = {
+        return {
+            "version": FORMAT_VERSION,
             "params": dict(self.params),
-            "a": float(self.params["a"]),
-            "b": float(self.params["b"]),
-            "loss_history": np.asarray(self.loss_history, dtype=np.float32),
             "var_names": np.asarray(self.genes, dtype=object),
             "front_end": {"loadings": self.front_end.loadings, "reference": self.front_end.reference},
-            "encoder": dict(self.encoder_state),
+            "encoders": {str(i): dict(state) for i, state in enumerate(self.encoder_states)},
+            "loss_history": np.asarray(self.loss_history, dtype=np.float32),
         }
-        if self.members:
-            entry["members"] = {str(i): m.to_uns() for i, m in enumerate(self.members, 1)}
-        return entry
 
     @classmethod
     def from_adata(cls, adata: AnnData, key: str) -> StoredModel:
@@ -60,6 +67,18 @@ class StoredModel:
                 f"No scelm model in adata.uns[{key!r}]; run scelm.tl.parametric_umap(adata, key_added={key!r}) first."
             )
         return cls._from_entry(adata.uns[key], f"adata.uns[{key!r}]")
+
+    @staticmethod
+    def _encoder_entries(entry) -> tuple[list, np.ndarray]:
+        """Encoder states and loss histories, from either layout."""
+        if "encoders" in entry:
+            encoders = dict(entry["encoders"])
+            states = [encoders[str(i)] for i in range(len(encoders))]
+            return states, np.atleast_2d(np.asarray(entry.get("loss_history", np.zeros((len(states), 0))), dtype=np.float32))
+        members = [entry] + [dict(entry["members"])[k] for k in sorted(dict(entry.get("members", {})), key=int)]
+        histories = [np.asarray(m.get("loss_history", []), dtype=np.float32) for m in members]
+        same = len({h.shape for h in histories}) == 1
+        return [m["encoder"] for m in members], np.stack(histories) if same else histories[0][None]
 
     @classmethod
     def _from_entry(cls, entry, where: str) -> StoredModel:
@@ -70,28 +89,30 @@ class StoredModel:
                 loadings=np.asarray(entry["front_end"]["loadings"], dtype=np.float32),
                 reference=np.asarray(entry["front_end"]["reference"], dtype=np.float32),
             )
-            state = {k: np.asarray(v, dtype=np.float32) for k, v in entry["encoder"].items()}
-            history = np.asarray(entry.get("loss_history", []), dtype=np.float32)
+            raw_states, history = cls._encoder_entries(entry)
+            states = [{k: np.asarray(v, dtype=np.float32) for k, v in state.items()} for state in raw_states]
             missing = [k for k in ("activation", "n_components", "a", "b") if k not in params]
             if missing:
                 raise KeyError(f"params {missing}")
-        except (KeyError, TypeError, AttributeError) as err:
+        except (KeyError, TypeError, AttributeError, ValueError) as err:
             raise ValueError(f"{where} is not a scelm model (missing or malformed entry: {err}).") from err
-        n_layers = sum(1 for k in state if k.startswith("W"))
-        if (
-            fe.loadings.ndim != 2
-            or fe.loadings.shape[0] != len(genes)
-            or fe.reference.shape != (len(genes),)
-            or n_layers == 0
-            or state["W0"].shape[1] != fe.loadings.shape[1]
-            or state[f"W{n_layers - 1}"].shape[0] != int(params["n_components"])
-        ):
-            raise ValueError(f"{where} is corrupted: its gene list, front end and encoder shapes disagree.")
-        for name, arr in [("loadings", fe.loadings), ("reference", fe.reference), *state.items()]:
-            if not np.all(np.isfinite(arr)):
-                raise ValueError(f"{where} is corrupted: {name} contains NaN or inf.")
-        members = [cls._from_entry(m, f"{where}['members'][{i!r}]") for i, m in dict(entry.get("members", {})).items()]
-        return cls(genes, fe, state, params, history, members)
+        for i, state in enumerate(states):
+            n_layers = sum(1 for k in state if k.startswith("W"))
+            if (
+                fe.loadings.ndim != 2
+                or fe.loadings.shape[0] != len(genes)
+                or fe.reference.shape != (len(genes),)
+                or n_layers == 0
+                or state["W0"].shape[1] != fe.loadings.shape[1]
+                or state[f"W{n_layers - 1}"].shape[0] != int(params["n_components"])
+            ):
+                raise ValueError(f"{where} is corrupted: its gene list, front end and encoder {i} shapes disagree.")
+            for name, arr in [("loadings", fe.loadings), ("reference", fe.reference), *state.items()]:
+                if not np.all(np.isfinite(arr)):
+                    raise ValueError(f"{where} is corrupted: {name} contains NaN or inf.")
+        if not states:
+            raise ValueError(f"{where} is not a scelm model: it holds no encoder.")
+        return cls(genes, fe, states, params, history)
 
     def source(self, adata: AnnData) -> tuple[str | None, bool]:
         """``(layer, use_raw)`` to read this model's genes from ``adata``: as fitted, except
@@ -118,12 +139,13 @@ class StoredModel:
             )
         return GeneColumns(X, pos)
 
-    def iter_batches(self, adata: AnnData, key: str | None, X, *, device, batch_size: int) -> Iterator:
+    def iter_batches(self, adata: AnnData, key: str | None, X, *, member: int = 0, device, batch_size: int) -> Iterator:
         """Yield :class:`scelm._core.jacobian.Batch` (embedding, exact Jacobian, centred
-        expression) over the rows of ``X`` (:meth:`input_matrix`), one batch in memory.
+        expression) of one encoder over the rows of ``X`` (:meth:`input_matrix`), one batch
+        in memory.
 
-        Jacobians come from the layers of ``key`` when they hold the complete float32
-        Jacobian, else are recomputed exactly from the model (``key=None``: always).
+        For the first encoder, Jacobians come from the layers of ``key`` when they hold the
+        complete float32 Jacobian; otherwise (or ``key=None``) they are recomputed exactly.
         """
         import torch
 
@@ -131,12 +153,13 @@ class StoredModel:
         from ._core.jacobian import Batch, iter_batches
 
         dev = resolve_device(device)
-        layers = None if key is None else jacobian_layer_names(adata, key, self.n_components)
+        layers = None if key is None or member != 0 else jacobian_layer_names(adata, key, self.n_components)
         pos = pd.Index(adata.var_names).get_indexer(self.genes)
+        encoder = self.encoder(member)
         if layers is None or (pos < 0).any():
-            yield from iter_batches(self.front_end, self.encoder(), X, device=dev, batch_size=batch_size)
+            yield from iter_batches(self.front_end, encoder, X, device=dev, batch_size=batch_size)
             return
-        for b in iter_batches(self.front_end, self.encoder(), X, device=dev, batch_size=batch_size, jacobian=False):
+        for b in iter_batches(self.front_end, encoder, X, device=dev, batch_size=batch_size, jacobian=False):
             rows = [np.asarray(adata.layers[name][b.start : b.stop][:, pos], dtype=np.float32) for name in layers]
             jac = torch.as_tensor(np.stack(rows, axis=1), device=dev)
             yield Batch(b.start, b.stop, b.embedding, jac, b.centred)

@@ -135,7 +135,7 @@ def test_corrupted_or_foreign_model(fitted_pbmc):
     fitted_pbmc.uns["bad"] = {"params": {}}
     with pytest.raises(ValueError, match="not a scelm model"):
         scelm.get.jacobian(fitted_pbmc, key="bad")
-    fitted_pbmc.uns["elm"]["encoder"]["W0"] = fitted_pbmc.uns["elm"]["encoder"]["W0"][:, :3]
+    fitted_pbmc.uns["elm"]["encoders"]["0"]["W0"] = fitted_pbmc.uns["elm"]["encoders"]["0"]["W0"][:, :3]
     with pytest.raises(ValueError, match="corrupted"):
         scelm.get.contributions(fitted_pbmc)
     fitted_pbmc.uns["neighbors_model"] = fitted_pbmc.uns["neighbors"]
@@ -144,7 +144,7 @@ def test_corrupted_or_foreign_model(fitted_pbmc):
 
 
 def test_nan_weights_are_rejected(fitted_pbmc):
-    fitted_pbmc.uns["elm"]["encoder"]["W1"] = np.full_like(fitted_pbmc.uns["elm"]["encoder"]["W1"], np.nan)
+    fitted_pbmc.uns["elm"]["encoders"]["0"]["W1"] = np.full_like(fitted_pbmc.uns["elm"]["encoders"]["0"]["W1"], np.nan)
     with pytest.raises(ValueError, match="NaN"):
         scelm.get.jacobian(fitted_pbmc)
 

@@ -124,7 +124,7 @@ def test_ensemble_averages_and_reports_spread(sim):
 
 def test_n_models_ensemble_round_trips_and_is_used(sim, tmp_path):
     scelm.tl.parametric_umap(sim, n_epochs=40, hidden=(32, 32), n_models=3, random_state=5)
-    assert set(sim.uns["elm"]["members"]) == {"1", "2"}
+    assert set(sim.uns["elm"]["encoders"]) == {"0", "1", "2"} and sim.uns["elm"]["loss_history"].shape == (3, 40)
     assert [k for k in sim.layers if k.startswith("elm_")] == ["elm_jacobian_0", "elm_jacobian_1"]
     sim.write_h5ad(tmp_path / "e.h5ad")
     back = sc.read_h5ad(tmp_path / "e.h5ad")
@@ -134,8 +134,9 @@ def test_n_models_ensemble_round_trips_and_is_used(sim, tmp_path):
     assert np.asarray(back.uns[KEY]["scores_se"][g]).max() > 0
     # the members ranked one by one, as models of their own, average to the ensemble's scores
     singles = []
-    for i, entry in enumerate([{k: v for k, v in back.uns["elm"].items() if k != "members"}, *back.uns["elm"]["members"].values()]):
-        back.uns[f"s{i}"] = entry
+    for i in range(3):
+        entry = back.uns["elm"]
+        back.uns[f"s{i}"] = dict(entry, encoders={"0": entry["encoders"][str(i)]}, loss_history=entry["loss_history"][i : i + 1])
         scelm.tl.rank_genes_elm(back, "cell_type", key=f"s{i}", key_added="one")
         singles.append(pd.Series(back.uns["one"]["scores"][g], index=back.uns["one"]["names"][g]))
     mean = pd.concat(singles, axis=1).mean(1)
@@ -190,3 +191,33 @@ def test_fold_changes_and_adjusted_pvalues_follow_scanpy(fitted_pbmc):
     natural = sc.get.rank_genes_groups_df(fitted_pbmc, "CD19+ B", key="e").set_index("names")
     assert not np.allclose(natural["logfoldchanges"], elm.loc[natural.index, "logfoldchanges"])
     np.testing.assert_allclose(elm["pvals_adj"], false_discovery_control(elm["pvals"].to_numpy()), rtol=1e-12)
+
+
+def _v01_entry(entry: dict) -> dict:
+    """The same ensemble in the uns layout scelm 0.1.0 wrote: one full entry per member."""
+    params = dict(entry["params"])
+
+    def member(i):
+        return {
+            "params": params, "a": params["a"], "b": params["b"], "loss_history": entry["loss_history"][i],
+            "var_names": entry["var_names"], "front_end": entry["front_end"], "encoder": entry["encoders"][str(i)],
+        }
+
+    return dict(member(0), members={str(i): member(i) for i in range(1, len(entry["encoders"]))})
+
+
+def test_models_written_by_0_1_still_load(sim, tmp_path):
+    scelm.tl.parametric_umap(sim, n_epochs=20, hidden=(16,), n_models=3, store_jacobian=False)
+    scelm.tl.rank_genes_elm(sim, "cell_type", key_added="new")
+    sim.uns["old"] = _v01_entry(sim.uns["elm"])
+    sim.obsm["X_old"] = sim.obsm["X_elm"]
+    sim.write_h5ad(tmp_path / "v01.h5ad")
+    back = sc.read_h5ad(tmp_path / "v01.h5ad")
+    scelm.tl.rank_genes_elm(back, "cell_type", key="old", key_added="from_old")
+    for g in back.uns["new"]["names"].dtype.names:
+        np.testing.assert_array_equal(back.uns["from_old"]["names"][g], back.uns["new"]["names"][g])
+        np.testing.assert_allclose(back.uns["from_old"]["scores"][g], back.uns["new"]["scores"][g], rtol=1e-6)
+    query = sim.copy()
+    scelm.tl.transform(query, back, key="old", key_added="q", store_jacobian=False)
+    np.testing.assert_allclose(query.obsm["X_q"], sim.obsm["X_elm"], rtol=1e-5, atol=1e-5)
+    assert query.uns["q"]["version"] == 2 and set(query.uns["q"]["encoders"]) == {"0", "1", "2"}

@@ -13,7 +13,8 @@ from ._utils import doc_show, finish, panels
 
 @doc_params(doc_show=doc_show)
 def training(adata: AnnData, *, key: str = _keys.DEFAULT_KEY, ax=None, show: bool | None = None, return_fig: bool = False):
-    """UMAP cross-entropy per epoch of the fit stored in ``uns[key]``.
+    """UMAP cross-entropy per epoch of the fit stored in ``uns[key]``, one line per model
+    of the ensemble (the first, which gives the embedding, drawn solid).
 
     Parameters
     ----------
@@ -29,10 +30,11 @@ def training(adata: AnnData, *, key: str = _keys.DEFAULT_KEY, ax=None, show: boo
     if history.size == 0:
         raise ValueError(f"adata.uns[{key!r}] has no loss history.")
     fig, axes = panels(1, ncols=1, panel_size=(5, 3.5), ax=ax)
-    axes[0].plot(np.arange(1, history.size + 1), history, lw=1)
+    for i, member in enumerate(history):  # one line per model of the ensemble
+        axes[0].plot(np.arange(1, member.size + 1), member, lw=1, alpha=1.0 if i == 0 else 0.5)
     axes[0].set_xlabel("epoch (one pass over all cells)")
     axes[0].set_ylabel("UMAP cross-entropy per edge weight")
-    axes[0].set_title(f"training of {key!r}: final {history[-1]:.4g}")
+    axes[0].set_title(f"training of {key!r}: final {history[0, -1]:.4g}")
     return finish(fig, axes, show=show, return_fig=return_fig)
 
 

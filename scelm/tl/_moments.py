@@ -52,21 +52,23 @@ def group_means(X: GeneColumns, code: np.ndarray, n_groups: int, *, chunk: int) 
 
 
 def group_moments(
-    adata, models: list[StoredModel], layer_keys: list, code: np.ndarray, n_groups: int, *, device, batch_size: int
+    adata, encoders: list[tuple[StoredModel, int, str | None]], code: np.ndarray, n_groups: int, *, device, batch_size: int
 ) -> GroupMoments:
-    """Moments of all models' contributions per group; ``code`` gives each cell's group
-    (-1: left out). Stored Jacobian layers are read when the input is not Dask."""
+    """Moments of the contributions of every ``(model, member, layer key)`` per group;
+    ``code`` gives each cell's group (-1: left out). Stored Jacobian layers are read when
+    the input is not Dask."""
     from .._core.jacobian import iter_batches
 
-    X = models[0].input_matrix(adata)
-    dim, n_genes = len(models) * models[0].n_components, len(models[0].genes)
+    model = encoders[0][0]
+    X = model.input_matrix(adata)
+    dim, n_genes = len(encoders) * model.n_components, len(model.genes)
     empty = lambda: GroupMoments(n_groups, dim, n_genes, device=device)  # noqa: E731
     if not reads_dask(X):
-        streams = [m.iter_batches(adata, k, X, device=device, batch_size=batch_size) for k, m in zip(layer_keys, models)]
+        streams = [m.iter_batches(adata, k, X, member=i, device=device, batch_size=batch_size) for m, i, k in encoders]
         return _add(empty(), streams, code)
 
     def moments(block, block_code: np.ndarray) -> np.ndarray:
-        streams = [iter_batches(m.front_end, m.encoder(), block, device=device, batch_size=batch_size) for m in models]
+        streams = [iter_batches(m.front_end, m.encoder(i), block, device=device, batch_size=batch_size) for m, i, _ in encoders]
         return _add(empty(), streams, block_code).to_flat()
 
     flat = reduce_rows(X, moments, empty().to_flat().size, chunk=batch_size, code=code)

@@ -186,7 +186,7 @@ def parametric_umap(
         Fit an ensemble of this many encoders on the same graph, front end and starting
         layout, trained together as one batched network; they differ by their initial
         weights and negative samples (independent streams of ``random_state``). The first
-        is the embedding; the others are stored in ``uns[key_added]['members']``, and
+        is the embedding; all are stored in ``uns[key_added]['encoders']``, and
         :func:`scelm.tl.rank_genes_elm` averages its scores over all of them, reports how
         far they agree and warns where they do not. Rankings from one model change more
         with the seed (``docs/trust.md``). Default ``None``: 5 when training is full batch
@@ -210,10 +210,11 @@ def parametric_umap(
     ``adata.obsm['X_{{key_added}}']`` : :class:`numpy.ndarray` (n_obs, n_components)
         The embedding; ``sc.pl.embedding(adata, basis=key_added)`` draws it.
     ``adata.uns['{{key_added}}']`` : :class:`dict`
-        ``params``, ``a``, ``b``, ``loss_history``, ``var_names`` (genes read),
-        ``front_end`` (``loadings``, ``reference``) and ``encoder`` weights: enough to embed
-        and explain new cells after ``write_h5ad``/``read_h5ad`` (:func:`scelm.tl.transform`);
-        with ``n_models > 1`` also ``members``, the other encoders of the ensemble.
+        ``params`` (including ``a``, ``b``), ``loss_history`` (models x epochs),
+        ``var_names`` (genes read), ``front_end`` (``loadings``, ``reference``) and
+        ``encoders`` (the weights of every model of the ensemble, ``'0'`` first): enough to
+        embed and explain new cells after ``write_h5ad``/``read_h5ad``
+        (:func:`scelm.tl.transform`).
     ``adata.layers['{{key_added}}_jacobian_{{k}}']`` : :class:`numpy.ndarray` (n_obs, n_vars)
         Row ``k`` of each cell's Jacobian, when ``store_jacobian``.
 
@@ -303,12 +304,9 @@ def parametric_umap(
     history = train_encoder(
         stack, z, edges, config, layout=layout, device=dev, seed=seed, progress=settings.verbosity >= 1
     )
-    models = [
-        StoredModel(genes, front_end, encoder.state_to_numpy(), dict(params, random_state=seed, member_seed=member_seeds[i]), history[i])
-        for i, encoder in enumerate(stack.unstack())
-    ]
-    model = models[0]
-    model.members = models[1:]
+    states = [encoder.state_to_numpy() for encoder in stack.unstack()]
+    params.update(random_state=seed, member_seeds=np.asarray(member_seeds))
+    model = StoredModel(genes, front_end, states, params, history)
     target = adata.copy() if copy else adata
     Y, J, stored_genes = compute_outputs(
         model, X, target.var_names, store_jacobian=store_jacobian, device=dev, batch_size=batch_size

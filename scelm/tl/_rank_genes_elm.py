@@ -38,22 +38,18 @@ def _labels(adata: AnnData, groupby: str) -> pd.Categorical:
     return pd.Categorical(col)
 
 
-def _models(adata: AnnData, key: str | Sequence[str]) -> tuple[list[str | None], list[StoredModel]]:
-    """Every model to average: each key's model and the members of its ensemble. Members
-    have no Jacobian layers of their own (their layer key is None: recomputed)."""
+def _encoders(adata: AnnData, key: str | Sequence[str]) -> list[tuple[StoredModel, int, str | None]]:
+    """Every encoder to average: ``(model, member, layer key)`` for each model of each key's
+    ensemble. Only a key's first encoder has Jacobian layers (the others recompute)."""
     keys = [key] if isinstance(key, str) else list(key)
     if not keys:
         raise ValueError("key must name at least one fitted model.")
-    layer_keys, models = [], []
-    for k in keys:
-        model = StoredModel.from_adata(adata, k)
-        layer_keys += [k] + [None] * len(model.members)
-        models += [model, *model.members]
+    models = [StoredModel.from_adata(adata, k) for k in keys]
     first = models[0]
     for m in models[1:]:
         if not np.array_equal(m.genes, first.genes) or m.source(adata) != first.source(adata):
             raise ValueError(f"The models in {keys} read different genes or sources; an ensemble needs the same input.")
-    return layer_keys, models
+    return [(m, i, k if i == 0 else None) for k, m in zip(keys, models) for i in range(m.n_models)]
 
 
 def _adjust(p: np.ndarray, method: str) -> np.ndarray:
@@ -177,7 +173,8 @@ def rank_genes_elm(
     if corr_method not in CORR_METHODS:
         raise ValueError(f"corr_method must be one of {CORR_METHODS}, got {corr_method!r}.")
     labels = _labels(adata, groupby)
-    layer_keys, models = _models(adata, key)
+    encoders = _encoders(adata, key)
+    model = encoders[0][0]
     counts = pd.Series(labels).value_counts()
     present = [c for c in labels.categories if counts.get(c, 0) > 0]
     if skipped := [c for c in labels.categories if counts.get(c, 0) == 0]:
@@ -191,19 +188,19 @@ def rank_genes_elm(
         wanted = [g for g in wanted if g != reference]
     if len(present) < 2 or not wanted:
         raise ValueError(f"Need at least two non-empty groups in {groupby!r} to rank genes.")
-    start = logg.info(f"ranking genes with the ELM ({score}, {len(models)} model(s))")
+    start = logg.info(f"ranking genes with the ELM ({score}, {len(encoders)} model(s))")
 
     dev = resolve_device(device)
     code = np.array(pd.Categorical(labels, categories=present).codes)  # -1 for NaN labels
-    d = models[0].n_components
-    acc = group_moments(adata, models, layer_keys, code, len(present), device=dev, batch_size=batch_size)
+    d = model.n_components
+    acc = group_moments(adata, encoders, code, len(present), device=dev, batch_size=batch_size)
 
     # Every gene of the source matrix is stored (scanpy's plots need them all): genes the
     # model does not read have score 0 and p-value 1; fold changes come from expression.
-    layer, use_raw = models[0].source(adata)
+    layer, use_raw = model.source(adata)
     src_X, src_genes = source_matrix(adata, layer=layer, use_raw=use_raw)
     src_genes = np.asarray(src_genes)
-    pos = pd.Index(src_genes).get_indexer(models[0].genes)
+    pos = pd.Index(src_genes).get_indexer(model.genes)
     means = group_means(GeneColumns(src_X, np.arange(len(src_genes))), code, len(present), chunk=CHUNK)
     expm1 = _expm1(adata)
     out = {name: {} for name in ("names", "scores", "logfoldchanges", "pvals", "pvals_adj", "lower_in_group", "scores_se", "rank_sd")}
@@ -212,7 +209,7 @@ def rank_genes_elm(
     for g in wanted:
         gi = present.index(g)
         rest = [i for i in range(len(present)) if i != gi] if reference == "rest" else [present.index(reference)]
-        s = group_scores(acc.pooled([gi]), acc.pooled(rest), len(models), d)
+        s = group_scores(acc.pooled([gi]), acc.pooled(rest), len(encoders), d)
         n_g, n_r = int(counts[g]), int(sum(counts[present[i]] for i in rest))
         mean_g = means[gi]
         mean_r = (means[rest] * counts[[present[i] for i in rest]].to_numpy()[:, None]).sum(0) / n_r
@@ -224,7 +221,7 @@ def rank_genes_elm(
             pvals[pos] = 2.0 * stats.t.sf(np.abs(s.t), s.dof)
         lower = mean_g < mean_r
         order = rank_order(values, lower)  # expressed-or-higher genes first, then by score
-        member_values = np.zeros((len(models), len(src_genes)))
+        member_values = np.zeros((len(encoders), len(src_genes)))
         member_values[:, pos] = s.per_model[score]
         agree, rank_sd = member_agreement(rank_order(member_values, lower), AGREEMENT_TOP)
         stability[g] = np.array([split_half_agreement(member_values, lower, AGREEMENT_TOP)], dtype=np.float32)
@@ -254,7 +251,7 @@ def rank_genes_elm(
         )
     result["params"] = dict(
         groupby=groupby, reference=reference, method="elm", use_raw=use_raw, layer=layer,
-        corr_method=corr_method, score=score, n_models=len(models),
+        corr_method=corr_method, score=score, n_models=len(encoders),
         elm_key=key if isinstance(key, str) else np.asarray(list(key), dtype=object),
     )
     target = adata.copy() if copy else adata
