@@ -39,10 +39,10 @@ def rankings(adata, groupby: str, seed: int, n_models: int) -> dict[str, dict[st
     genes = np.asarray(scelm._model.StoredModel.from_adata(adata, keys[0]).genes)
     out = {}
     for score in ELM_SCORES:
-        scelm.tl.rank_genes_elm(adata, groupby, score=score, key=keys[0], key_added="r")
+        scelm.tl.rank_genes_elm(adata, groupby, score=score, elm_key=keys[0], key_added="r")
         out[f"elm {score}"] = {g: np.asarray(adata.uns["r"]["names"][g]) for g in adata.uns["r"]["names"].dtype.names}
     if n_models > 1:
-        scelm.tl.rank_genes_elm(adata, groupby, key=keys, key_added="r")
+        scelm.tl.rank_genes_elm(adata, groupby, elm_key=keys, key_added="r")
         out[f"elm separation, {n_models} seeds"] = {g: np.asarray(adata.uns["r"]["names"][g]) for g in adata.uns["r"]["names"].dtype.names}
     mask = adata.var_names.isin(genes) if adata.raw is None else adata.raw.var_names.isin(genes)
     sub = adata[:, mask].copy() if adata.raw is None else adata.raw.to_adata()[:, mask].copy()

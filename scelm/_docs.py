@@ -14,9 +14,9 @@ mask_var
     Genes the model reads: a boolean ``var`` column name or mask. ``None`` uses
     ``var['highly_variable']`` when present (matched by name, also for ``.raw``), else all."""
 
-doc_key = """\
-key
-    ``key_added`` of the :func:`scelm.tl.parametric_umap` run to use."""
+doc_elm_key = """\
+elm_key
+    ``key_added`` of the :func:`scelm.tl.parametric_umap` run to use (the fitted model)."""
 
 doc_batch_device = """\
 batch_size

@@ -1,4 +1,5 @@
-"""Every AnnData key scelm writes, derived from one ``key_added`` in one place."""
+"""Every AnnData key scelm writes or reads by default, derived in one place (like squidpy's
+key registry): a model's keys from its ``key_added``, results' keys from what they describe."""
 
 from __future__ import annotations
 
@@ -18,3 +19,13 @@ def jacobian_layer(key: str, component: int) -> str:
 
 def jacobian_layers(key: str, n_components: int) -> list[str]:
     return [jacobian_layer(key, k) for k in range(n_components)]
+
+
+def perturbation_key(elm_key: str) -> str:
+    """``uns`` key of :func:`scelm.tl.perturb`'s result for a model."""
+    return f"{elm_key}_perturbation"
+
+
+def deletion_key(key: str) -> str:
+    """``uns`` key of :func:`scelm.tl.deletion_curve`'s result for a ranking."""
+    return f"{key}_deletion"

@@ -124,7 +124,7 @@ def test_failures_leave_adata_untouched(fitted_pbmc):
     for call in [
         lambda: scelm.tl.parametric_umap(fitted_pbmc, **FAST, layer="missing"),
         lambda: scelm.tl.rank_genes_elm(fitted_pbmc, "bulk_labels", reference="nope"),
-        lambda: scelm.tl.transform(fitted_pbmc, fitted_pbmc, key="missing"),
+        lambda: scelm.tl.transform(fitted_pbmc, fitted_pbmc, elm_key="missing"),
     ]:
         with pytest.raises((KeyError, ValueError)):
             call()
@@ -134,13 +134,13 @@ def test_failures_leave_adata_untouched(fitted_pbmc):
 def test_corrupted_or_foreign_model(fitted_pbmc):
     fitted_pbmc.uns["bad"] = {"params": {}}
     with pytest.raises(ValueError, match="not a scelm model"):
-        scelm.get.jacobian(fitted_pbmc, key="bad")
+        scelm.get.jacobian(fitted_pbmc, elm_key="bad")
     fitted_pbmc.uns["elm"]["encoders"]["0"]["W0"] = fitted_pbmc.uns["elm"]["encoders"]["0"]["W0"][:, :3]
     with pytest.raises(ValueError, match="corrupted"):
         scelm.get.contributions(fitted_pbmc)
     fitted_pbmc.uns["neighbors_model"] = fitted_pbmc.uns["neighbors"]
     with pytest.raises(ValueError, match="not a scelm model"):
-        scelm.tl.transform(fitted_pbmc, fitted_pbmc, key="neighbors_model")
+        scelm.tl.transform(fitted_pbmc, fitted_pbmc, elm_key="neighbors_model")
 
 
 def test_nan_weights_are_rejected(fitted_pbmc):

@@ -17,7 +17,7 @@ from scelm._model import StoredModel
 
 
 def _exact(adata, key="elm"):
-    C = scelm.get.contributions(adata, key=key)
+    C = scelm.get.contributions(adata, elm_key=key)
     Y = adata.obsm[f"X_{key}"]
     assert C.shape == (adata.n_obs, Y.shape[1], C.shape[2])
     return rel_err(C.sum(-1), Y)

@@ -128,3 +128,35 @@ def test_show_false_returns_axes(ranked):
 def test_clear_errors(ranked, call, exc, match):
     with pytest.raises(exc, match=match):
         call(ranked)
+
+
+@pytest.mark.parametrize(
+    "plot",
+    [
+        lambda a, **kw: scelm.pl.training(a, **kw),
+        lambda a, **kw: scelm.pl.reconstruction(a, **kw),
+        lambda a, **kw: scelm.pl.contributions(a, "LYZ", **kw),
+        lambda a, **kw: scelm.pl.gene_arrows(a, "bulk_labels", **kw),
+        lambda a, **kw: scelm.pl.rank_genes_elm(a, groups=["CD19+ B"], **kw),
+        lambda a, **kw: scelm.pl.cell(a, a.obs_names[0], **kw),
+        lambda a, **kw: scelm.pl.compare_de(a, groups=["CD19+ B"], **kw),
+    ],
+)
+def test_every_plot_saves_like_scanpy(ranked, plot, tmp_path):
+    figdir = sc.settings.figdir
+    sc.settings.figdir = tmp_path
+    try:
+        plot(ranked, save="figure.png", show=False)
+    finally:
+        sc.settings.figdir = figdir
+    assert (tmp_path / "figure.png").stat().st_size > 1000
+
+
+def test_single_panel_plots_draw_into_given_axes(ranked):
+    import matplotlib.pyplot as plt
+
+    for plot in (scelm.pl.rank_genes_elm, scelm.pl.compare_de):
+        fig, ax = plt.subplots()
+        assert plot(ranked, groups=["CD19+ B"], ax=ax, show=False) is ax
+        assert len(fig.axes) == 1 and (ax.has_data() or ax.texts)
+        plt.close(fig)

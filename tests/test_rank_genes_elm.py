@@ -109,13 +109,13 @@ def test_textbook_markers_on_pbmc(pbmc, seed):
 def test_ensemble_averages_and_reports_spread(sim):
     for s in range(3):
         scelm.tl.parametric_umap(sim, n_epochs=40, hidden=(32, 32), n_models=1, random_state=s, key_added=f"m{s}", store_jacobian=False)
-    scelm.tl.rank_genes_elm(sim, "cell_type", key=["m0", "m1", "m2"], score="position")
+    scelm.tl.rank_genes_elm(sim, "cell_type", elm_key=["m0", "m1", "m2"], score="position")
     res = sim.uns[KEY]
     g = res["names"].dtype.names[0]
     assert np.all(np.asarray(res["scores_se"][g]) >= 0) and np.asarray(res["scores_se"][g]).max() > 0
     singles = []
     for s in range(3):
-        scelm.tl.rank_genes_elm(sim, "cell_type", key=f"m{s}", score="position", key_added="one")
+        scelm.tl.rank_genes_elm(sim, "cell_type", elm_key=f"m{s}", score="position", key_added="one")
         singles.append(pd.Series(sim.uns["one"]["scores"][g], index=sim.uns["one"]["names"][g]))
     mean = pd.concat(singles, axis=1).mean(1)
     ens = pd.Series(res["scores"][g], index=res["names"][g])
@@ -137,7 +137,7 @@ def test_n_models_ensemble_round_trips_and_is_used(sim, tmp_path):
     for i in range(3):
         entry = back.uns["elm"]
         back.uns[f"s{i}"] = dict(entry, encoders={"0": entry["encoders"][str(i)]}, loss_history=entry["loss_history"][i : i + 1])
-        scelm.tl.rank_genes_elm(back, "cell_type", key=f"s{i}", key_added="one")
+        scelm.tl.rank_genes_elm(back, "cell_type", elm_key=f"s{i}", key_added="one")
         singles.append(pd.Series(back.uns["one"]["scores"][g], index=back.uns["one"]["names"][g]))
     mean = pd.concat(singles, axis=1).mean(1)
     ens = pd.Series(back.uns[KEY]["scores"][g], index=back.uns[KEY]["names"][g])
@@ -169,7 +169,7 @@ def test_group_edge_cases(fitted_pbmc):
         (dict(groupby="bulk_labels", reference="B cells"), ValueError, "reference='B cells'"),
         (dict(groupby="bulk_labels", groups=["nope"]), ValueError, "nope"),
         (dict(groupby="bulk_labels", score="best"), ValueError, "score"),
-        (dict(groupby="bulk_labels", key="other"), KeyError, "other"),
+        (dict(groupby="bulk_labels", elm_key="other"), KeyError, "other"),
     ],
 )
 def test_bad_arguments(fitted_pbmc, kwargs, exc, match):
@@ -213,11 +213,11 @@ def test_models_written_by_0_1_still_load(sim, tmp_path):
     sim.obsm["X_old"] = sim.obsm["X_elm"]
     sim.write_h5ad(tmp_path / "v01.h5ad")
     back = sc.read_h5ad(tmp_path / "v01.h5ad")
-    scelm.tl.rank_genes_elm(back, "cell_type", key="old", key_added="from_old")
+    scelm.tl.rank_genes_elm(back, "cell_type", elm_key="old", key_added="from_old")
     for g in back.uns["new"]["names"].dtype.names:
         np.testing.assert_array_equal(back.uns["from_old"]["names"][g], back.uns["new"]["names"][g])
         np.testing.assert_allclose(back.uns["from_old"]["scores"][g], back.uns["new"]["scores"][g], rtol=1e-6)
     query = sim.copy()
-    scelm.tl.transform(query, back, key="old", key_added="q", store_jacobian=False)
+    scelm.tl.transform(query, back, elm_key="old", key_added="q", store_jacobian=False)
     np.testing.assert_allclose(query.obsm["X_q"], sim.obsm["X_elm"], rtol=1e-5, atol=1e-5)
     assert query.uns["q"]["version"] == 2 and set(query.uns["q"]["encoders"]) == {"0", "1", "2"}

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-ACTIVATIONS = ("relu", "leaky_relu", "prelu")
+from .options import ACTIVATIONS, Activation
 
 
 def activate(u: torch.Tensor, activation: str, slope: torch.Tensor) -> torch.Tensor:
@@ -52,7 +52,7 @@ class ELMEncoder(nn.Module):
         hidden: Sequence[int],
         n_out: int,
         *,
-        activation: str = "relu",
+        activation: Activation = "relu",
         negative_slope: float = 0.01,
         generator: torch.Generator | None = None,
     ):

@@ -9,7 +9,7 @@ import pandas as pd
 from anndata import AnnData
 
 from .. import _keys
-from .._docs import doc_batch_device, doc_key, doc_params
+from .._docs import doc_batch_device, doc_elm_key, doc_params
 from .._input import check_adata
 from .._model import StoredModel
 from ._lazy import fill, lazy_values
@@ -32,25 +32,25 @@ def _gene_axis(adata: AnnData, model: StoredModel, genes) -> tuple[pd.Index, np.
     return names, pd.Index(model.genes).get_indexer(names)
 
 
-def _stream(adata, key, genes, *, contributions: bool, lazy: bool, device, batch_size):
+def _stream(adata, elm_key, genes, *, contributions: bool, lazy: bool, device, batch_size):
     from .._core.device import resolve_device
 
     check_adata(adata)
-    model = StoredModel.from_adata(adata, key)
+    model = StoredModel.from_adata(adata, elm_key)
     names, pos = _gene_axis(adata, model, genes)
     X = model.input_matrix(adata)
     if lazy:
         return lazy_values(model, X, pos, contributions=contributions, device=resolve_device(device), batch_size=batch_size)
     out = np.zeros((adata.n_obs, model.n_components, len(names)), dtype=np.float32)
-    batches = model.iter_batches(adata, key, X, device=device, batch_size=batch_size)
+    batches = model.iter_batches(adata, elm_key, X, device=device, batch_size=batch_size)
     return fill(out, batches, pos, contributions=contributions)
 
 
-@doc_params(doc_key=doc_key, doc_batch_device=doc_batch_device, doc_genes=doc_genes)
+@doc_params(doc_elm_key=doc_elm_key, doc_batch_device=doc_batch_device, doc_genes=doc_genes)
 def jacobian(
     adata: AnnData,
     *,
-    key: str = _keys.DEFAULT_KEY,
+    elm_key: str = _keys.DEFAULT_KEY,
     genes: str | Sequence[str] | None = None,
     lazy: bool = False,
     device: str = "auto",
@@ -62,7 +62,7 @@ def jacobian(
     ----------
     adata
         AnnData with a fitted model (or a query passed through :func:`scelm.tl.transform`).
-    {doc_key}
+    {doc_elm_key}
     {doc_genes}
     {doc_batch_device}
 
@@ -72,14 +72,14 @@ def jacobian(
     genes the model does not read. Read from the Jacobian layers when stored, else
     recomputed exactly in batches.
     """
-    return _stream(adata, key, genes, contributions=False, lazy=lazy, device=device, batch_size=batch_size)
+    return _stream(adata, elm_key, genes, contributions=False, lazy=lazy, device=device, batch_size=batch_size)
 
 
-@doc_params(doc_key=doc_key, doc_batch_device=doc_batch_device, doc_genes=doc_genes)
+@doc_params(doc_elm_key=doc_elm_key, doc_batch_device=doc_batch_device, doc_genes=doc_genes)
 def contributions(
     adata: AnnData,
     *,
-    key: str = _keys.DEFAULT_KEY,
+    elm_key: str = _keys.DEFAULT_KEY,
     genes: str | Sequence[str] | None = None,
     lazy: bool = False,
     device: str = "auto",
@@ -97,7 +97,7 @@ def contributions(
     ----------
     adata
         AnnData with a fitted model.
-    {doc_key}
+    {doc_elm_key}
     {doc_genes}
     {doc_batch_device}
 
@@ -105,4 +105,4 @@ def contributions(
     -------
     float32 array ``(n_obs, n_components, n_genes)`` (a Dask array if ``lazy``).
     """
-    return _stream(adata, key, genes, contributions=True, lazy=lazy, device=device, batch_size=batch_size)
+    return _stream(adata, elm_key, genes, contributions=True, lazy=lazy, device=device, batch_size=batch_size)

@@ -17,9 +17,10 @@ def cell(
     cell: str | int,
     *,
     n_genes: int = 10,
-    key: str = _keys.DEFAULT_KEY,
+    elm_key: str = _keys.DEFAULT_KEY,
     ncols: int = 2,
     show: bool | None = None,
+    save: bool | str | None = None,
     return_fig: bool = False,
 ):
     """Waterfall per embedding axis, from 0 to the cell's coordinate through its largest
@@ -34,7 +35,7 @@ def cell(
         Cell name (``obs_names``) or integer position.
     n_genes
         Largest contributions shown per axis (by absolute value).
-    key
+    elm_key
         ``key_added`` of the model.
     ncols
         Panels per row.
@@ -48,10 +49,10 @@ def cell(
         idx = adata.obs_names.get_loc(cell)
     else:
         raise KeyError(f"cell {cell!r} is not in adata.obs_names.")
-    model = StoredModel.from_adata(adata, key)
+    model = StoredModel.from_adata(adata, elm_key)
     genes = list(model.genes)
-    C = get.contributions(adata[idx : idx + 1], key=key, genes=genes)[0]  # (d, genes)
-    coords = np.asarray(adata.obsm[_keys.embedding_key(key)][idx])
+    C = get.contributions(adata[idx : idx + 1], elm_key=elm_key, genes=genes)[0]  # (d, genes)
+    coords = np.asarray(adata.obsm[_keys.embedding_key(elm_key)][idx])
     fig, axes = panels(C.shape[0], ncols=ncols, panel_size=(4.8, 0.32 * (n_genes + 2) + 1.2))
     for k, a in enumerate(axes):
         order = np.argsort(-np.abs(C[k]))[:n_genes]
@@ -65,7 +66,7 @@ def cell(
         a.axvline(coords[k], color="k", ls="--", lw=1)
         a.set_yticks(range(len(steps)), labels, fontsize=8)
         a.invert_yaxis()
-        a.set_xlabel(f"{key}{k + 1}")
-        a.set_title(f"{adata.obs_names[idx]}: {key}{k + 1} = {coords[k]:.3g} (sum {C[k].sum():.3g})", fontsize=9)
+        a.set_xlabel(f"{elm_key}{k + 1}")
+        a.set_title(f"{adata.obs_names[idx]}: {elm_key}{k + 1} = {coords[k]:.3g} (sum {C[k].sum():.3g})", fontsize=9)
     fig.tight_layout()
-    return finish(fig, axes, show=show, return_fig=return_fig)
+    return finish(fig, axes, show=show, return_fig=return_fig, save=save, name="cell")

@@ -31,13 +31,14 @@ def contributions(
     genes: str | Sequence[str],
     *,
     component: int | Sequence[float] = 0,
-    key: str = _keys.DEFAULT_KEY,
+    elm_key: str = _keys.DEFAULT_KEY,
     basis: str | None = None,
     ncols: int = 4,
     cmap: str = "RdBu_r",
     size: float | None = None,
     ax=None,
     show: bool | None = None,
+    save: bool | str | None = None,
     return_fig: bool = False,
 ):
     """The embedding coloured by each gene's contribution, one panel per gene.
@@ -53,10 +54,10 @@ def contributions(
         Gene name(s).
     component
         Embedding axis (0-based) or a direction vector to project contributions on.
-    key
+    elm_key
         ``key_added`` of the model.
     basis
-        Embedding to draw on; defaults to the model's ``X_{{key}}``.
+        Embedding to draw on; defaults to the model's ``X_{{elm_key}}``.
     ncols, cmap, size
         Panels per row, diverging colour map, point size.
     ax
@@ -68,8 +69,8 @@ def contributions(
     genes = [genes] if isinstance(genes, str) else list(genes)
     if not genes:
         raise ValueError("Pass at least one gene.")
-    Y = embedding_coords(adata, basis or key)
-    C = get.contributions(adata, key=key, genes=genes)
+    Y = embedding_coords(adata, basis or elm_key)
+    C = get.contributions(adata, elm_key=elm_key, genes=genes)
     u, label = _direction(component, C.shape[1])
     values = np.einsum("ndg,d->ng", C, u)
     vmax = float(np.abs(values).max()) or 1.0
@@ -81,9 +82,9 @@ def contributions(
         sc_ = a.scatter(Y[order, 0], Y[order, 1], c=v[order], cmap=cmap, norm=norm, s=size, linewidths=0, rasterized=True)
         a.set_title(f"{gene} → {label}")
         a.set_xticks([]), a.set_yticks([])
-        a.set_xlabel(f"{basis or key}1"), a.set_ylabel(f"{basis or key}2")
+        a.set_xlabel(f"{basis or elm_key}1"), a.set_ylabel(f"{basis or elm_key}2")
     fig.colorbar(sc_, ax=axes, shrink=0.8, fraction=0.03, pad=0.02, label="contribution")
-    return finish(fig, axes, show=show, return_fig=return_fig)
+    return finish(fig, axes, show=show, return_fig=return_fig, save=save, name="contributions")
 
 
 def _free_spot(tip: np.ndarray, v: np.ndarray, placed: list[np.ndarray], span: float) -> np.ndarray:
@@ -107,11 +108,12 @@ def gene_arrows(
     *,
     n_genes: int = 3,
     groups: Sequence[str] | None = None,
-    key: str = _keys.DEFAULT_KEY,
-    rank_key: str = _keys.DEFAULT_RANK_KEY,
+    elm_key: str = _keys.DEFAULT_KEY,
+    key: str = _keys.DEFAULT_RANK_KEY,
     arrow_scale: float | None = None,
     ax=None,
     show: bool | None = None,
+    save: bool | str | None = None,
     return_fig: bool = False,
 ):
     """The embedding with each group's top genes drawn as arrows from its centroid.
@@ -130,7 +132,7 @@ def gene_arrows(
         Arrows per group (top of the ranking).
     groups
         Groups to annotate; default all ranked groups.
-    key, rank_key
+    elm_key, key
         Keys of the model and of the ranking.
     arrow_scale
         Factor from contribution units to embedding units; default: the longest arrow
@@ -144,11 +146,11 @@ def gene_arrows(
 
     from ._utils import check_groups
 
-    result = ranked_result(adata, rank_key)
+    result = ranked_result(adata, key)
     if result["params"].get("groupby") != groupby:
-        raise ValueError(f"adata.uns[{rank_key!r}] ranks {result['params'].get('groupby')!r}, not {groupby!r}; rerun rank_genes_elm.")
+        raise ValueError(f"adata.uns[{key!r}] ranks {result['params'].get('groupby')!r}, not {groupby!r}; rerun rank_genes_elm.")
     groups = check_groups(result, groups)
-    Y = embedding_coords(adata, key)
+    Y = embedding_coords(adata, elm_key)
     labels, colors = group_colors(adata, groupby)
     fig, axes = panels(1, ncols=1, panel_size=(7.5, 6.5), ax=ax)
     a = axes[0]
@@ -157,7 +159,7 @@ def gene_arrows(
         a.scatter(Y[m, 0], Y[m, 1], s=12, color=colors[cat], alpha=0.35, linewidths=0, label=cat, rasterized=True)
     top = {g: list(result["names"][g][:n_genes]) for g in groups}
     genes = sorted({x for v in top.values() for x in v})
-    C = get.contributions(adata, key=key, genes=genes)[:, :2, :]
+    C = get.contributions(adata, elm_key=elm_key, genes=genes)[:, :2, :]
     vectors, centres = {}, {}
     for g in groups:
         m = np.asarray(labels == g)
@@ -180,8 +182,8 @@ def gene_arrows(
     names.append(f"arrow = {scale:.2g} x mean\ncontribution vector")
     a.legend(handles, names, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, fontsize=8, markerscale=2)
     a.set_xticks([]), a.set_yticks([])
-    a.set_xlabel(f"{key}1"), a.set_ylabel(f"{key}2")
+    a.set_xlabel(f"{elm_key}1"), a.set_ylabel(f"{elm_key}2")
     a.set_title(f"top {n_genes} ELM genes per {groupby}")
     if ax is None:
         plt.tight_layout()
-    return finish(fig, axes, show=show, return_fig=return_fig)
+    return finish(fig, axes, show=show, return_fig=return_fig, save=save, name="gene_arrows")

@@ -21,7 +21,9 @@ def rank_genes_elm(
     n_genes: int = 10,
     key: str = _keys.DEFAULT_RANK_KEY,
     ncols: int = 4,
+    ax=None,
     show: bool | None = None,
+    save: bool | str | None = None,
     return_fig: bool = False,
 ):
     """Per-group panels of the top genes with their signed ELM scores.
@@ -45,11 +47,13 @@ def rank_genes_elm(
         ``key_added`` of the ranking.
     ncols
         Panels per row.
+    ax
+        Axes to draw into, when one group is drawn.
     {doc_show}
     """
     result = ranked_result(adata, key)
     groups = check_groups(result, groups)
-    fig, axes = panels(len(groups), ncols=ncols, panel_size=(3.6, 0.28 * n_genes + 1.2))
+    fig, axes = panels(len(groups), ncols=ncols, panel_size=(3.6, 0.28 * n_genes + 1.2), ax=ax)
     has_se = "scores_se" in result and any(np.asarray(result["scores_se"][g][:n_genes]).max() > 0 for g in groups)
     for a, g in zip(axes, groups):
         names = list(result["names"][g][:n_genes])[::-1]
@@ -71,7 +75,7 @@ def rank_genes_elm(
             a.set_title(f"{g}\nstability {stable:.2f}", fontsize=10, color="#b2182b" if stable < UNSTABLE else "k")
         a.set_xlabel(f"ELM {result['params'].get('score', 'score')}")
     fig.tight_layout()
-    return finish(fig, axes, show=show, return_fig=return_fig)
+    return finish(fig, axes, show=show, return_fig=return_fig, save=save, name="rank_genes_elm")
 
 
 def rank_genes_elm_dotplot(
@@ -82,6 +86,7 @@ def rank_genes_elm_dotplot(
     key: str = _keys.DEFAULT_RANK_KEY,
     cmap: str = "RdBu_r",
     show: bool | None = None,
+    save: bool | str | None = None,
     return_fig: bool = False,
     **kwds,
 ):
@@ -91,7 +96,7 @@ def rank_genes_elm_dotplot(
     Built on scanpy's :class:`~scanpy.pl.DotPlot` through
     :func:`scanpy.pl.rank_genes_groups_dotplot` with ``values_to_plot='scores'``, so its
     options (``dendrogram``, ``standard_scale``, ``var_group_rotation`` ...) pass through
-    ``**kwds``. ``show`` and ``return_fig`` follow scanpy.
+    ``**kwds``. ``show``, ``save`` and ``return_fig`` follow scanpy.
     """
     import scanpy as sc
 
@@ -102,7 +107,7 @@ def rank_genes_elm_dotplot(
     kwds.setdefault("colorbar_title", f"ELM {result['params'].get('score', 'score')}")
     return sc.pl.rank_genes_groups_dotplot(
         adata, groups=groups, n_genes=n_genes, key=key, values_to_plot="scores", cmap=cmap,
-        vmin=-vmax, vmax=vmax, vcenter=0.0, show=show, return_fig=return_fig, **kwds,
+        vmin=-vmax, vmax=vmax, vcenter=0.0, show=show, save=save, return_fig=return_fig, **kwds,
     )
 
 
@@ -110,12 +115,14 @@ def rank_genes_elm_dotplot(
 def compare_de(
     adata: AnnData,
     *,
-    elm_key: str = _keys.DEFAULT_RANK_KEY,
+    key: str = _keys.DEFAULT_RANK_KEY,
     de_key: str = "rank_genes_groups",
     n_genes: int = 10,
     groups: Sequence[str] | None = None,
     ncols: int = 3,
+    ax=None,
     show: bool | None = None,
+    save: bool | str | None = None,
     return_fig: bool = False,
 ):
     """Per group, the top genes ELM and differential expression share, and those each
@@ -126,7 +133,7 @@ def compare_de(
     adata
         AnnData with :func:`scelm.tl.rank_genes_elm` and :func:`scanpy.tl.rank_genes_groups`
         results for the same ``groupby``.
-    elm_key, de_key
+    key, de_key
         Their ``uns`` keys.
     n_genes
         Top genes compared per group.
@@ -134,17 +141,19 @@ def compare_de(
         Groups to show; default all groups in both.
     ncols
         Panels per row.
+    ax
+        Axes to draw into, when one group is drawn.
     {doc_show}
     """
-    elm, de = ranked_result(adata, elm_key), ranked_result(adata, de_key)
+    elm, de = ranked_result(adata, key), ranked_result(adata, de_key)
     by_elm, by_de = elm["params"].get("groupby"), de["params"].get("groupby")
     if by_elm != by_de:
-        raise ValueError(f"{elm_key!r} ranks {by_elm!r} but {de_key!r} ranks {by_de!r}.")
+        raise ValueError(f"{key!r} ranks {by_elm!r} but {de_key!r} ranks {by_de!r}.")
     common = [g for g in elm["names"].dtype.names if g in de["names"].dtype.names]
     groups = check_groups({"names": np.rec.fromarrays([[0]] * len(common), names=common)}, groups) if common else []
     if not groups:
-        raise ValueError(f"{elm_key!r} and {de_key!r} have no group in common.")
-    fig, axes = panels(len(groups), ncols=ncols, panel_size=(4.6, 0.22 * n_genes + 1.4))
+        raise ValueError(f"{key!r} and {de_key!r} have no group in common.")
+    fig, axes = panels(len(groups), ncols=ncols, panel_size=(4.6, 0.22 * n_genes + 1.4), ax=ax)
     for a, g in zip(axes, groups):
         top_elm = list(elm["names"][g][:n_genes])
         top_de = list(de["names"][g][:n_genes])
@@ -161,4 +170,4 @@ def compare_de(
                 a.text(i + 0.5, j + 0.6, gene, ha="center", color=color, fontsize=8)
         a.set_title(f"{g}: {len(columns[1][1])}/{n_genes} shared", fontsize=10)
     fig.tight_layout()
-    return finish(fig, axes, show=show, return_fig=return_fig)
+    return finish(fig, axes, show=show, return_fig=return_fig, save=save, name="compare_de")

@@ -10,13 +10,13 @@ from anndata import AnnData
 
 from .. import _keys
 from .._docs import doc_params
-from ._utils import doc_save, doc_show, embedding_coords, finish, group_colors, panels
+from ._utils import doc_show, embedding_coords, finish, group_colors, panels
 
 
-@doc_params(doc_show=doc_show, doc_save=doc_save)
+@doc_params(doc_show=doc_show)
 def perturbation(
     adata: AnnData,
-    key: str = f"{_keys.DEFAULT_KEY}_perturbation",
+    key: str = _keys.perturbation_key(_keys.DEFAULT_KEY),
     *,
     color: str | None = None,
     max_arrows: int = 300,
@@ -47,12 +47,11 @@ def perturbation(
     ax
         Axes to draw into.
     {doc_show}
-    {doc_save}
     """
     if key not in adata.uns or "displacement" not in adata.uns[key]:
         raise KeyError(f"No perturbation in adata.uns[{key!r}]; run scelm.tl.perturb first.")
     res = adata.uns[key]
-    Y = embedding_coords(adata, res["params"]["key"])[:, :2]
+    Y = embedding_coords(adata, res["params"]["elm_key"])[:, :2]
     cells = adata.obs_names.get_indexer(pd.Index(np.asarray(res["obs_names"]).astype(str)))
     if (cells < 0).any():
         raise ValueError(f"adata.uns[{key!r}] names cells that are not in this AnnData.")
@@ -78,10 +77,10 @@ def perturbation(
     return finish(fig, axes, show=show, return_fig=return_fig, save=save, name="perturbation")
 
 
-@doc_params(doc_show=doc_show, doc_save=doc_save)
+@doc_params(doc_show=doc_show)
 def deletion_curve(
     adata: AnnData,
-    keys: str | Sequence[str] = f"{_keys.DEFAULT_RANK_KEY}_deletion",
+    keys: str | Sequence[str] = _keys.deletion_key(_keys.DEFAULT_RANK_KEY),
     *,
     groups: Sequence[str] | None = None,
     labels: Sequence[str] | None = None,
@@ -109,7 +108,6 @@ def deletion_curve(
     ax
         Axes to draw into (mean over groups only).
     {doc_show}
-    {doc_save}
     """
     keys = [keys] if isinstance(keys, str) else list(keys)
     if not keys:

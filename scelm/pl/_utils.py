@@ -11,13 +11,11 @@ from .. import _keys
 doc_show = """\
 show
     Show the figure; ``None`` follows ``sc.settings.autoshow``.
-return_fig
-    Return the :class:`~matplotlib.figure.Figure` instead of the axes."""
-
-doc_save = """\
 save
     Write the figure to ``sc.settings.figdir``: a file name (its extension picks the
-    format), or ``True`` for ``'{plot name}.{sc.settings.file_format_figs}'``."""
+    format), or ``True`` for ``'{plot name}.{sc.settings.file_format_figs}'``.
+return_fig
+    Return the :class:`~matplotlib.figure.Figure` instead of the axes."""
 
 
 def panels(n: int, *, ncols: int, panel_size=(4.0, 3.6), ax=None):

@@ -10,6 +10,7 @@ from scanpy import logging as logg
 from scanpy import settings
 
 from .. import _keys
+from .._core.options import ACTIVATIONS, INITS, PRECISIONS, Activation, Init, Precision
 from .._docs import doc_batch_device, doc_copy, doc_input, doc_params
 from .._input import check_adata, model_input
 from .._model import StoredModel
@@ -42,7 +43,6 @@ def _default_models(n_obs: int, batch_size: int) -> int:
     return DEFAULT_MODELS if n_obs <= batch_size else 1
 
 
-INITS = ("pca", "spectral", "random")
 
 
 def _check_init(adata: AnnData, init, n_components: int) -> None:
@@ -87,10 +87,10 @@ def parametric_umap(
     learning_rate: float = 1e-2,
     negative_sample_rate: int = 5,
     repulsion_strength: float = 1.0,
-    init: str = "pca",
+    init: Init | str = "pca",
     weight_decay: float = 1e-3,
     hidden: Sequence[int] = (128, 128),
-    activation: str = "relu",
+    activation: Activation = "relu",
     n_pcs: int | None = 50,
     use_rep: str | None = None,
     center: bool = False,
@@ -99,7 +99,7 @@ def parametric_umap(
     mask_var: str | np.ndarray | None = None,
     store_jacobian: bool | str | Sequence[str] = True,
     n_models: int | None = None,
-    precision: str = "float32",
+    precision: Precision = "float32",
     random_state: int | None = 0,
     device: str = "auto",
     batch_size: int = 4096,
@@ -228,7 +228,7 @@ def parametric_umap(
     import torch
 
     from .._core.device import resolve_device
-    from .._core.encoder import ACTIVATIONS, ELMEncoder, StackedEncoder
+    from .._core.encoder import ELMEncoder, StackedEncoder
     from .._core.frontend import fit_front_end
     from .._core.loss import find_ab_params
     from .._core.train import LAYOUT_STEPS, TrainConfig, default_batch_size, train_encoder
@@ -263,8 +263,8 @@ def parametric_umap(
     _check_init(adata, init, n_components)
     if min_dist > spread:
         raise ValueError(f"min_dist ({min_dist}) must not exceed spread ({spread}).")
-    if precision not in ("float32", "bfloat16"):
-        raise ValueError(f"precision must be 'float32' or 'bfloat16', got {precision!r}.")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}.")
     dev = resolve_device(device)
     seed = int(np.random.SeedSequence(random_state).generate_state(1)[0]) if random_state is None else int(random_state)
 

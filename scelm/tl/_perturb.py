@@ -12,12 +12,11 @@ from scanpy import logging as logg
 
 from .. import _keys
 from .._core.blocks import GeneColumns
+from .._core.options import PROTOCOLS, Protocol
 from .._docs import doc_copy, doc_params
 from .._input import check_adata
 from .._model import StoredModel
 from ._rank_genes_elm import _labels
-
-PROTOCOLS = ("both", "group")
 
 
 def _rows(model: StoredModel, adata: AnnData, mask: np.ndarray) -> np.ndarray:
@@ -70,7 +69,7 @@ def perturb(
     groups: str | Sequence[str] | None = None,
     mask: str | np.ndarray | None = None,
     value: float | None = None,
-    key: str = _keys.DEFAULT_KEY,
+    elm_key: str = _keys.DEFAULT_KEY,
     key_added: str | None = None,
     device: str = "auto",
     copy: bool = False,
@@ -94,10 +93,10 @@ def perturb(
     value
         What the genes are set to; ``None`` (default) uses the model's reference ``x_ref``
         (zero with the default front end), against which contributions are exact.
-    key
+    elm_key
         ``key_added`` of the fitted model.
     key_added
-        Where the result goes in ``uns``; default ``'{{key}}_perturbation'``.
+        Where the result goes in ``uns``; default ``'{{elm_key}}_perturbation'``.
     device
         ``'auto'``, ``'cpu'`` or ``'cuda[:N]'``.
     {doc_copy}
@@ -112,7 +111,7 @@ def perturb(
     from .._core.perturb import perturbed_embedding
 
     check_adata(adata)
-    model = StoredModel.from_adata(adata, key)
+    model = StoredModel.from_adata(adata, elm_key)
     names = pd.Index([genes] if isinstance(genes, str) else [str(g) for g in genes])
     if len(names) == 0:
         raise ValueError("genes is empty.")
@@ -122,8 +121,8 @@ def perturb(
     chosen = _cell_mask(adata, groupby, groups, mask)
     cells = np.flatnonzero(chosen)
     values = _values(model, value)
-    key_added = f"{key}_perturbation" if key_added is None else key_added
-    Y = np.asarray(adata.obsm[_keys.embedding_key(key)])[cells]
+    key_added = _keys.perturbation_key(elm_key) if key_added is None else key_added
+    Y = np.asarray(adata.obsm[_keys.embedding_key(elm_key)])[cells]
     new = perturbed_embedding(
         model.front_end, model.encoder(), _rows(model, adata, chosen), pos, values[pos], device=resolve_device(device)
     )
@@ -133,7 +132,7 @@ def perturb(
         embedding=new.astype(np.float32),
         displacement=(new - Y).astype(np.float32),
         genes=np.asarray(names, dtype=object),
-        params=dict(key=key, value="reference" if value is None else float(value),
+        params=dict(elm_key=elm_key, value="reference" if value is None else float(value),
                     groupby=groupby or "", groups=np.asarray([] if groups is None else np.atleast_1d(groups), dtype=object)),
     )
     logg.info(f"    perturbed {len(cells)} cells: mean move {np.linalg.norm(new - Y, axis=1).mean():.3g}; added uns[{key_added!r}]")
@@ -146,7 +145,7 @@ def deletion_curve(
     key: str = _keys.DEFAULT_RANK_KEY,
     *,
     elm_key: str = _keys.DEFAULT_KEY,
-    protocol: str = "both",
+    protocol: Protocol = "both",
     n_genes: int = 50,
     groups: str | Sequence[str] | None = None,
     value: float | None = None,
@@ -233,7 +232,7 @@ def deletion_curve(
         removed[g] = np.pad(curve, (0, n_genes - len(curve)), constant_values=np.nan)  # short rankings
     frame = pd.DataFrame.from_dict(removed, orient="index", columns=[str(k) for k in range(1, n_genes + 1)])
     target = adata.copy() if copy else adata
-    key_added = f"{key}_deletion" if key_added is None else key_added
+    key_added = _keys.deletion_key(key) if key_added is None else key_added
     target.uns[key_added] = dict(
         removed=frame, params=dict(key=key, elm_key=elm_key, protocol=protocol, groupby=groupby, reference=reference,
                                    value="reference" if value is None else float(value)),

@@ -11,12 +11,11 @@ from scanpy import logging as logg
 
 from .. import _keys
 from .._core.blocks import CHUNK, GeneColumns
+from .._core.options import CORR_METHODS, SCORES, CorrMethod, Score
 from .._docs import doc_batch_device, doc_copy, doc_params
 from .._input import check_adata, frame_column, source_matrix
 from .._model import StoredModel
 
-SCORES = ("separation", "position", "magnitude", "weight")
-CORR_METHODS = ("benjamini-hochberg", "bonferroni")
 # Agreement is measured on the top-AGREEMENT_TOP genes (Jaccard index). A group whose
 # split-half agreement is below UNSTABLE gets a warning. On pbmc68k_reduced, five-model
 # rankings from different seeds agree at 0.69 (benchmarks/bench_trust.py); t-test and
@@ -80,9 +79,9 @@ def rank_genes_elm(
     *,
     groups: str | Sequence[str] = "all",
     reference: str = "rest",
-    score: str = "separation",
-    key: str | Sequence[str] = _keys.DEFAULT_KEY,
-    corr_method: str = "benjamini-hochberg",
+    score: Score = "separation",
+    elm_key: str | Sequence[str] = _keys.DEFAULT_KEY,
+    corr_method: CorrMethod = "benjamini-hochberg",
     key_added: str = _keys.DEFAULT_RANK_KEY,
     device: str = "auto",
     batch_size: int = 4096,
@@ -128,7 +127,7 @@ def rank_genes_elm(
         ``'rest'`` or a group to compare against.
     score
         One of ``'separation'``, ``'position'``, ``'magnitude'``, ``'weight'``.
-    key
+    elm_key
         ``key_added`` of the fitted model, or a list of keys of models fitted on the same
         genes. Scores are averaged over these models and the members of their ensembles
         (``parametric_umap(n_models=k)``), and their standard error over models is stored in
@@ -173,7 +172,7 @@ def rank_genes_elm(
     if corr_method not in CORR_METHODS:
         raise ValueError(f"corr_method must be one of {CORR_METHODS}, got {corr_method!r}.")
     labels = _labels(adata, groupby)
-    encoders = _encoders(adata, key)
+    encoders = _encoders(adata, elm_key)
     model = encoders[0][0]
     counts = pd.Series(labels).value_counts()
     present = [c for c in labels.categories if counts.get(c, 0) > 0]
@@ -252,7 +251,7 @@ def rank_genes_elm(
     result["params"] = dict(
         groupby=groupby, reference=reference, method="elm", use_raw=use_raw, layer=layer,
         corr_method=corr_method, score=score, n_models=len(encoders),
-        elm_key=key if isinstance(key, str) else np.asarray(list(key), dtype=object),
+        elm_key=elm_key if isinstance(elm_key, str) else np.asarray(list(elm_key), dtype=object),
     )
     target = adata.copy() if copy else adata
     target.uns[key_added] = result

@@ -19,7 +19,7 @@ def transform(
     adata: AnnData,
     adata_ref: AnnData,
     *,
-    key: str = _keys.DEFAULT_KEY,
+    elm_key: str = _keys.DEFAULT_KEY,
     key_added: str | None = None,
     store_jacobian: bool | str | Sequence[str] = True,
     device: str = "auto",
@@ -37,11 +37,11 @@ def transform(
     adata
         Query cells.
     adata_ref
-        AnnData holding the model in ``uns[key]``, e.g. read back from .h5ad.
-    key
+        AnnData holding the model in ``uns[elm_key]``, e.g. read back from .h5ad.
+    elm_key
         ``key_added`` of the :func:`scelm.tl.parametric_umap` run in ``adata_ref``.
     key_added
-        Prefix of the keys written to ``adata``; defaults to ``key``.
+        Prefix of the keys written to ``adata``; defaults to ``elm_key``.
     store_jacobian
         Jacobian layers for the query cells, as in :func:`scelm.tl.parametric_umap`.
     {doc_batch_device}
@@ -56,10 +56,10 @@ def transform(
 
     check_adata(adata)
     check_adata(adata_ref)
-    key_added = key if key_added is None else key_added
-    model = StoredModel.from_adata(adata_ref, key)
+    key_added = elm_key if key_added is None else key_added
+    model = StoredModel.from_adata(adata_ref, elm_key)
     dev = resolve_device(device)
-    start = logg.info(f"embedding {adata.n_obs} cells with the model in uns[{key!r}]")
+    start = logg.info(f"embedding {adata.n_obs} cells with the model in uns[{elm_key!r}]")
     X = model.input_matrix(adata)
     target = adata.copy() if copy else adata
     Y, J, stored_genes = compute_outputs(

@@ -1,0 +1,18 @@
+"""Every option that takes one of a few strings: a ``Literal`` type for signatures and docs,
+and the tuple it is checked against. Imports nothing heavy (``import scelm`` stays fast)."""
+
+from typing import Literal, get_args
+
+Activation = Literal["relu", "leaky_relu", "prelu"]
+Init = Literal["pca", "spectral", "random"]  # or the name of an obsm key
+Precision = Literal["float32", "bfloat16"]
+Score = Literal["separation", "position", "magnitude", "weight"]
+CorrMethod = Literal["benjamini-hochberg", "bonferroni"]
+Protocol = Literal["both", "group"]
+
+ACTIVATIONS = get_args(Activation)
+INITS = get_args(Init)
+PRECISIONS = get_args(Precision)
+SCORES = get_args(Score)
+CORR_METHODS = get_args(CorrMethod)
+PROTOCOLS = get_args(Protocol)
