@@ -10,51 +10,13 @@ from scanpy import logging as logg
 from scanpy import settings
 
 from .. import _keys
-from .._core.options import ACTIVATIONS, INITS, PRECISIONS, Activation, Init, Precision
+from .._core.options import Activation, Init, Precision
 from .._docs import doc_batch_device, doc_copy, doc_input, doc_params
 from .._input import check_adata, model_input
 from .._model import StoredModel
+from ._fit_params import FitParams
 from ._graph import graph_edges
 from ._write import compute_outputs, jacobian_storage, write_outputs
-
-
-def _check_positive_int(name: str, value, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
-    return int(value)
-
-
-# Ensemble members trained together by default where training is full batch. Measured on
-# pbmc68k_reduced, 5 seeds (benchmarks/bench_trust.py): top-10 agreement across seeds 0.38
-# with v0.1's settings, 0.64 with 3 models, 0.71 with 5. Above FULL_BATCH_MAX cells each
-# member costs about one more fit: one model by default.
-DEFAULT_MODELS = 5
-
-
-def _default_epochs(n_obs: int, batch_size: int, init: str) -> int:
-    # One step per epoch on full batch needs more epochs to settle (umap-learn: 500 / 200);
-    # started from a layout, 400 full-batch epochs keep trustworthiness within 0.01 of 600.
-    if n_obs <= batch_size:
-        return 600 if init == "random" else 400
-    return 300 if n_obs <= 10_000 else 200
-
-
-def _default_models(n_obs: int, batch_size: int) -> int:
-    return DEFAULT_MODELS if n_obs <= batch_size else 1
-
-
-
-
-def _check_init(adata: AnnData, init, n_components: int) -> None:
-    if not isinstance(init, str):
-        raise TypeError(f"init must be 'pca', 'spectral', 'random' or an obsm key, got {type(init).__name__}.")
-    if init in INITS:
-        return
-    if init not in adata.obsm:
-        raise KeyError(f"init={init!r} is neither one of {INITS} nor a key of adata.obsm ({list(adata.obsm)}).")
-    shape = np.shape(adata.obsm[init])
-    if len(shape) != 2 or shape[1] < n_components:
-        raise ValueError(f"adata.obsm[{init!r}] has shape {shape}; init needs at least n_components={n_components} columns.")
 
 
 def _start_layout(adata: AnnData, init: str, z: np.ndarray, edges, n_components: int, seed: int) -> np.ndarray | None:
@@ -225,91 +187,23 @@ def parametric_umap(
     >>> scelm.tl.parametric_umap(adata)
     >>> sc.pl.embedding(adata, basis="elm", color="bulk_labels")
     """
-    import torch
-
     from .._core.device import resolve_device
-    from .._core.encoder import ELMEncoder, StackedEncoder
-    from .._core.frontend import fit_front_end
-    from .._core.loss import find_ab_params
-    from .._core.train import LAYOUT_STEPS, TrainConfig, default_batch_size, train_encoder
 
     check_adata(adata)
-    start = logg.info("computing parametric UMAP (scelm)")
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}.")
-    n_components = _check_positive_int("n_components", n_components)
-    train_batch_size = (
-        default_batch_size(adata.n_obs) if train_batch_size is None
-        else _check_positive_int("train_batch_size", train_batch_size)
+    p = FitParams.from_args(
+        adata, n_components=n_components, min_dist=min_dist, spread=spread, n_neighbors=n_neighbors,
+        neighbors_key=neighbors_key, n_epochs=n_epochs, train_batch_size=train_batch_size, learning_rate=learning_rate,
+        negative_sample_rate=negative_sample_rate, repulsion_strength=repulsion_strength, init=init,
+        weight_decay=weight_decay, hidden=hidden, activation=activation, n_pcs=n_pcs, use_rep=use_rep, center=center,
+        layer=layer, use_raw=use_raw, mask_var=mask_var, store_jacobian=store_jacobian, n_models=n_models,
+        precision=precision, random_state=random_state, batch_size=batch_size,
     )
-    n_epochs = (
-        _default_epochs(adata.n_obs, train_batch_size, init) if n_epochs is None
-        else _check_positive_int("n_epochs", n_epochs)
-    )
-    negative_sample_rate = _check_positive_int("negative_sample_rate", negative_sample_rate)
-    n_models = (
-        _default_models(adata.n_obs, train_batch_size) if n_models is None else _check_positive_int("n_models", n_models)
-    )
-    batch_size = _check_positive_int("batch_size", batch_size)
-    hidden = [_check_positive_int("hidden width", h) for h in hidden]
-    if n_pcs is not None:
-        n_pcs = _check_positive_int("n_pcs", n_pcs)
-    positive = [("min_dist", min_dist), ("spread", spread), ("learning_rate", learning_rate), ("repulsion_strength", repulsion_strength)]
-    for name, value in positive:
-        if not np.isfinite(value) or value < 0 or (value == 0 and name != "min_dist"):
-            raise ValueError(f"{name} must be a positive finite number, got {value!r}.")
-    if not np.isfinite(weight_decay) or weight_decay < 0:
-        raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay!r}.")
-    _check_init(adata, init, n_components)
-    if min_dist > spread:
-        raise ValueError(f"min_dist ({min_dist}) must not exceed spread ({spread}).")
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}.")
     dev = resolve_device(device)
-    seed = int(np.random.SeedSequence(random_state).generate_state(1)[0]) if random_state is None else int(random_state)
-
-    if adata.n_obs < 3:
-        raise ValueError(f"parametric_umap needs at least 3 cells, got {adata.n_obs}.")
-    X, genes, use_raw, loadings = model_input(adata, layer=layer, use_raw=use_raw, mask_var=mask_var, use_rep=use_rep)
-    jacobian_storage(genes, store_jacobian)  # a bad value fails now, not after training
-    front_end = fit_front_end(X, n_pcs=n_pcs, center=center, loadings=loadings)
-    z = front_end.project(X)
-    edges, graph_source, graph_k = graph_edges(
-        adata, z, neighbors_key=neighbors_key, n_neighbors=n_neighbors, random_state=seed, device=dev
-    )
-    a, b = find_ab_params(spread, min_dist)
-    layout = _start_layout(adata, init, z, edges, n_components, seed)
-    config = TrainConfig(
-        n_epochs, learning_rate, negative_sample_rate, repulsion_strength, a, b, train_batch_size,
-        weight_decay=float(weight_decay), layout_steps=LAYOUT_STEPS, bfloat16=precision == "bfloat16",
-    )
-    params = dict(
-        n_components=n_components, min_dist=float(min_dist), spread=float(spread), a=a, b=b,
-        n_neighbors=graph_k, graph=graph_source, n_epochs=n_epochs, train_batch_size=min(train_batch_size, adata.n_obs),
-        learning_rate=float(learning_rate), negative_sample_rate=negative_sample_rate,
-        repulsion_strength=float(repulsion_strength), init=init, weight_decay=float(weight_decay), n_models=n_models,
-        hidden=np.asarray(hidden, dtype=np.int64),
-        activation=activation, n_pcs=-1 if n_pcs is None and use_rep is None else front_end.n_in,
-        use_rep=use_rep, center=bool(center), layer=layer, use_raw=use_raw, device=str(dev), precision=precision,
-    )
-    # Members' initial weights from independent streams of random_state (seed + i would make
-    # random_state=0 and 1 share members).
-    member_seeds = [int(np.random.SeedSequence([seed, i]).generate_state(1)[0]) for i in range(n_models)]
-    if n_models > 1:
-        logg.info(f"    training {n_models} models together")
-    stack = StackedEncoder([
-        ELMEncoder(front_end.n_in, hidden, n_components, activation=activation, generator=torch.Generator().manual_seed(s))
-        for s in member_seeds
-    ])
-    history = train_encoder(
-        stack, z, edges, config, layout=layout, device=dev, seed=seed, progress=settings.verbosity >= 1
-    )
-    states = [encoder.state_to_numpy() for encoder in stack.unstack()]
-    params.update(random_state=seed, member_seeds=np.asarray(member_seeds))
-    model = StoredModel(genes, front_end, states, params, history)
+    start = logg.info("computing parametric UMAP (scelm)")
+    model, X = _fit(adata, p, dev)
     target = adata.copy() if copy else adata
     Y, J, stored_genes = compute_outputs(
-        model, X, target.var_names, store_jacobian=store_jacobian, device=dev, batch_size=batch_size
+        model, X, target.var_names, store_jacobian=store_jacobian, device=dev, batch_size=p.batch_size
     )
     write_outputs(target, key_added, model, Y, J, stored_genes)
     logg.info(
@@ -321,3 +215,47 @@ def parametric_umap(
         ),
     )
     return target if copy else None
+
+
+def _fit(adata: AnnData, p: FitParams, dev) -> tuple[StoredModel, object]:
+    """Front end, graph, starting layout and training: the fitted model and its input."""
+    import torch
+
+    from .._core.encoder import ELMEncoder, StackedEncoder
+    from .._core.frontend import fit_front_end
+    from .._core.loss import find_ab_params
+    from .._core.train import LAYOUT_STEPS, TrainConfig, train_encoder
+
+    X, genes, use_raw, loadings = model_input(adata, layer=p.layer, use_raw=p.use_raw, mask_var=p.mask_var, use_rep=p.use_rep)
+    jacobian_storage(genes, p.store_jacobian)  # a bad value fails now, not after training
+    front_end = fit_front_end(X, n_pcs=p.n_pcs, center=p.center, loadings=loadings)
+    z = front_end.project(X)
+    edges, graph_source, graph_k = graph_edges(
+        adata, z, neighbors_key=p.neighbors_key, n_neighbors=p.n_neighbors, random_state=p.seed, device=dev
+    )
+    a, b = find_ab_params(p.spread, p.min_dist)
+    config = TrainConfig(
+        p.n_epochs, p.learning_rate, p.negative_sample_rate, p.repulsion_strength, a, b, p.train_batch_size,
+        weight_decay=float(p.weight_decay), layout_steps=LAYOUT_STEPS, bfloat16=p.precision == "bfloat16",
+    )
+    if p.n_models > 1:
+        logg.info(f"    training {p.n_models} models together")
+    seeds = p.member_seeds()
+    stack = StackedEncoder([
+        ELMEncoder(front_end.n_in, p.hidden, p.n_components, activation=p.activation, generator=torch.Generator().manual_seed(s))
+        for s in seeds
+    ])
+    layout = _start_layout(adata, p.init, z, edges, p.n_components, p.seed)
+    history = train_encoder(stack, z, edges, config, layout=layout, device=dev, seed=p.seed, progress=settings.verbosity >= 1)
+    params = dict(
+        n_components=p.n_components, min_dist=float(p.min_dist), spread=float(p.spread), a=a, b=b,
+        n_neighbors=graph_k, graph=graph_source, n_epochs=p.n_epochs, train_batch_size=min(p.train_batch_size, adata.n_obs),
+        learning_rate=float(p.learning_rate), negative_sample_rate=p.negative_sample_rate,
+        repulsion_strength=float(p.repulsion_strength), init=p.init, weight_decay=float(p.weight_decay), n_models=p.n_models,
+        hidden=np.asarray(p.hidden, dtype=np.int64), activation=p.activation,
+        n_pcs=-1 if p.n_pcs is None and p.use_rep is None else front_end.n_in, use_rep=p.use_rep, center=bool(p.center),
+        layer=p.layer, use_raw=use_raw, device=str(dev), precision=p.precision, random_state=p.seed,
+        member_seeds=np.asarray(seeds),
+    )
+    states = [encoder.state_to_numpy() for encoder in stack.unstack()]
+    return StoredModel(genes, front_end, states, params, history), X
