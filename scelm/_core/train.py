@@ -142,7 +142,7 @@ def train_encoder(
     stack.to(device).train()
     host_gen = torch.Generator().manual_seed(seed)  # partition, block order, layout rows
     gen = torch.Generator(device=device).manual_seed(seed)  # negatives
-    n, n_members, m = edges.n_nodes, stack.n_members, config.negative_sample_rate
+    n = edges.n_nodes
     if layout is not None and config.layout_steps > 0:
         zt0 = torch.as_tensor(z, dtype=torch.float32).to(device)
         fit_to_layout(
@@ -153,7 +153,7 @@ def train_encoder(
     plan = plan_blocks(edges, config.batch_size, host_gen, device)
     n_blocks = len(plan.bounds) - 1
     zt = torch.as_tensor(z, dtype=torch.float32).to(device)[plan.order]
-    cache = torch.empty(n, n_members, stack.n_out, device=device)  # latest embedding, per member
+    cache = torch.empty(n, stack.n_members, stack.n_out, device=device)  # latest embedding, per member
     with torch.no_grad():
         for lo, hi in zip(plan.bounds[:-1], plan.bounds[1:]):
             cache[lo:hi] = stack(zt[lo:hi]).transpose(0, 1)
@@ -162,29 +162,12 @@ def train_encoder(
     # Linear decay to zero over all steps, as umap-learn anneals its SGD step.
     total_steps = config.n_epochs * n_blocks
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0 - s / total_steps)
-    history = torch.zeros(config.n_epochs, n_members, device=device)
+    history = torch.zeros(config.n_epochs, stack.n_members, device=device)
     bar = tqdm(range(config.n_epochs), desc="parametric UMAP", unit="epoch", disable=not progress, mininterval=1.0)
     for epoch in bar:
         for k in torch.randperm(n_blocks, generator=host_gen).tolist():
-            lo, hi = plan.bounds[k], plan.bounds[k + 1]
-            e_lo, e_hi = plan.edge_bounds[k], plan.edge_bounds[k + 1]
-            block = torch.arange(lo, hi, device=device)
-            neg_head = block.repeat_interleave(m)
-            # Each member its own negatives, so members' maps vary as independent fits would.
-            neg_tail = torch.randint(0, n, (neg_head.shape[0], n_members), device=device, generator=gen)
-            # Undirected negatives: half of each cell's degree, as each pair moves both ends.
-            neg_weight = plan.degree[lo:hi].repeat_interleave(m) * 0.5
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bfloat16):
-                y = stack(zt[lo:hi])
-            y_loss = y.float().transpose(0, 1)  # (block, members, d); distances and loss in float32
-            cache[lo:hi] = y_loss.detach()
-            loss, grad = umap_loss_and_gradient(
-                cache, plan.head[e_lo:e_hi], plan.tail[e_lo:e_hi], plan.weight[e_lo:e_hi],
-                neg_head, neg_tail, neg_weight,
-                a=config.a, b=config.b, repulsion_strength=config.repulsion_strength,
-            )
             optimizer.zero_grad(set_to_none=True)
-            y_loss.backward(grad[lo:hi])  # one backward through the encoder, block ends only
+            loss = _block_step(stack, zt, cache, plan, k, config, gen)
             optimizer.step()
             schedule.step()
             history[epoch] += loss.detach() / n_blocks
@@ -197,3 +180,29 @@ def train_encoder(
             "The UMAP loss became NaN/inf during training; lower learning_rate or check the input."
         )
     return hist
+
+
+def _block_step(
+    stack: StackedEncoder, zt: torch.Tensor, cache: torch.Tensor, plan: BlockPlan, k: int, config: TrainConfig,
+    gen: torch.Generator,
+) -> torch.Tensor:
+    """Encode block ``k``, refresh its rows of ``cache`` and accumulate the gradient of
+    UMAP's loss in the encoder's parameters (one backward); returns the loss per member."""
+    device, m, n_members = cache.device, config.negative_sample_rate, stack.n_members
+    lo, hi = plan.bounds[k], plan.bounds[k + 1]
+    e_lo, e_hi = plan.edge_bounds[k], plan.edge_bounds[k + 1]
+    neg_head = torch.arange(lo, hi, device=device).repeat_interleave(m)
+    # Each member its own negatives, so members' maps vary as independent fits would.
+    neg_tail = torch.randint(0, cache.shape[0], (neg_head.shape[0], n_members), device=device, generator=gen)
+    # Undirected negatives: half of each cell's degree, as each pair moves both ends.
+    neg_weight = plan.degree[lo:hi].repeat_interleave(m) * 0.5
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bfloat16):
+        y = stack(zt[lo:hi])
+    y_loss = y.float().transpose(0, 1)  # (block, members, d); distances and loss in float32
+    cache[lo:hi] = y_loss.detach()
+    loss, grad = umap_loss_and_gradient(
+        cache, plan.head[e_lo:e_hi], plan.tail[e_lo:e_hi], plan.weight[e_lo:e_hi], neg_head, neg_tail, neg_weight,
+        a=config.a, b=config.b, repulsion_strength=config.repulsion_strength,
+    )
+    y_loss.backward(grad[lo:hi])  # one backward through the encoder, block ends only
+    return loss

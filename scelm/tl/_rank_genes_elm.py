@@ -160,100 +160,124 @@ def rank_genes_elm(
     fitted on the same cells, so these p-values are optimistic; use them to order genes,
     not as calibrated error rates.
     """
-    from scipy import stats
-
     from .._core.device import resolve_device
-    from .._core.ranking import group_scores, member_agreement, rank_order, split_half_agreement
-    from ._moments import group_means, group_moments
 
     check_adata(adata)
     if score not in SCORES:
         raise ValueError(f"score must be one of {SCORES}, got {score!r}.")
     if corr_method not in CORR_METHODS:
         raise ValueError(f"corr_method must be one of {CORR_METHODS}, got {corr_method!r}.")
-    labels = _labels(adata, groupby)
-    encoders = _encoders(adata, elm_key)
-    model = encoders[0][0]
-    counts = pd.Series(labels).value_counts()
-    present = [c for c in labels.categories if counts.get(c, 0) > 0]
-    if skipped := [c for c in labels.categories if counts.get(c, 0) == 0]:
-        logg.info(f"    skipping categories with no cells: {skipped}")
-    wanted = present if isinstance(groups, str) and groups == "all" else [str(g) for g in ([groups] if isinstance(groups, str) else groups)]
-    if unknown := [g for g in wanted if g not in present]:
-        raise ValueError(f"groups {unknown} are not non-empty categories of {groupby!r}: {present}.")
-    if reference != "rest":
-        if reference not in present:
-            raise ValueError(f"reference={reference!r} is not a non-empty category of {groupby!r}: {present}.")
-        wanted = [g for g in wanted if g != reference]
-    if len(present) < 2 or not wanted:
-        raise ValueError(f"Need at least two non-empty groups in {groupby!r} to rank genes.")
-    start = logg.info(f"ranking genes with the ELM ({score}, {len(encoders)} model(s))")
-
-    dev = resolve_device(device)
-    code = np.array(pd.Categorical(labels, categories=present).codes)  # -1 for NaN labels
-    d = model.n_components
-    acc = group_moments(adata, encoders, code, len(present), device=dev, batch_size=batch_size)
-
-    # Every gene of the source matrix is stored (scanpy's plots need them all): genes the
-    # model does not read have score 0 and p-value 1; fold changes come from expression.
-    layer, use_raw = model.source(adata)
-    src_X, src_genes = source_matrix(adata, layer=layer, use_raw=use_raw)
-    src_genes = np.asarray(src_genes)
-    pos = pd.Index(src_genes).get_indexer(model.genes)
-    means = group_means(GeneColumns(src_X, np.arange(len(src_genes))), code, len(present), chunk=CHUNK)
-    expm1 = _expm1(adata)
-    out = {name: {} for name in ("names", "scores", "logfoldchanges", "pvals", "pvals_adj", "lower_in_group", "scores_se", "rank_sd")}
-    distances, agreement, stability = {}, {}, {}
-    small = []
-    for g in wanted:
-        gi = present.index(g)
-        rest = [i for i in range(len(present)) if i != gi] if reference == "rest" else [present.index(reference)]
-        s = group_scores(acc.pooled([gi]), acc.pooled(rest), len(encoders), d)
-        n_g, n_r = int(counts[g]), int(sum(counts[present[i]] for i in rest))
-        mean_g = means[gi]
-        mean_r = (means[rest] * counts[[present[i] for i in rest]].to_numpy()[:, None]).sum(0) / n_r
-        values, se, pvals = np.zeros(len(src_genes)), np.zeros(len(src_genes)), np.ones(len(src_genes))
-        values[pos], se[pos] = getattr(s, score), s.spread[score]
-        if min(n_g, n_r) < 2:
-            small.append(g)
-        else:
-            pvals[pos] = 2.0 * stats.t.sf(np.abs(s.t), s.dof)
-        lower = mean_g < mean_r
-        order = rank_order(values, lower)  # expressed-or-higher genes first, then by score
-        member_values = np.zeros((len(encoders), len(src_genes)))
-        member_values[:, pos] = s.per_model[score]
-        agree, rank_sd = member_agreement(rank_order(member_values, lower), AGREEMENT_TOP)
-        stability[g] = np.array([split_half_agreement(member_values, lower, AGREEMENT_TOP)], dtype=np.float32)
-        lfc = np.log2((expm1(mean_g) + 1e-9) / (expm1(mean_r) + 1e-9))
-        out["names"][g] = src_genes[order].astype(object)
-        out["scores"][g] = values[order].astype(np.float32)
-        out["logfoldchanges"][g] = lfc[order].astype(np.float32)
-        out["pvals"][g] = pvals[order]
-        out["pvals_adj"][g] = _adjust(pvals, corr_method)[order]
-        out["lower_in_group"][g] = lower[order]
-        out["scores_se"][g] = se[order].astype(np.float32)
-        out["rank_sd"][g] = rank_sd[order].astype(np.float32)
-        distances[g] = np.array([s.distance], dtype=np.float32)
-        agreement[g] = np.array([agree], dtype=np.float32)
-    if small:
-        logg.warning(f"groups {small} (or their reference) have fewer than 2 cells: p-values set to 1.")
-
-    result = {name: _recarray(cols) for name, cols in out.items()}
-    result["centroid_distance"] = _recarray(distances)
-    result["member_agreement"] = _recarray(agreement)
-    result["stability"] = _recarray(stability)
-    if unstable := [g for g in wanted if stability[g][0] < UNSTABLE]:
-        logg.warning(
-            f"The top {AGREEMENT_TOP} genes of {unstable} are unstable: two halves of the ensemble "
-            f"agree on them below {UNSTABLE} (Jaccard index). Read their order with care, or fit more "
-            "models (parametric_umap(n_models=...)); per-gene rank spread: uns[key_added]['rank_sd']."
-        )
-    result["params"] = dict(
-        groupby=groupby, reference=reference, method="elm", use_raw=use_raw, layer=layer,
-        corr_method=corr_method, score=score, n_models=len(encoders),
-        elm_key=elm_key if isinstance(elm_key, str) else np.asarray(list(elm_key), dtype=object),
-    )
+    ranking = _ELMRanking(adata, groupby, groups, reference, elm_key)
+    start = logg.info(f"ranking genes with the ELM ({score}, {len(ranking.encoders)} model(s))")
+    ranking.compute(device=resolve_device(device), batch_size=batch_size)
+    result = ranking.result(score, corr_method)
     target = adata.copy() if copy else adata
     target.uns[key_added] = result
     logg.info("    finished", time=start, deep=f"added\n    '{key_added}', ranked genes (adata.uns)")
     return target if copy else None
+
+
+COLUMNS = ("names", "scores", "logfoldchanges", "pvals", "pvals_adj", "lower_in_group", "scores_se", "rank_sd")
+
+
+class _ELMRanking:
+    """Every gene's ELM scores for each group against its reference, in scanpy's layout
+    (the role ``_RankGenes`` plays for :func:`scanpy.tl.rank_genes_groups`)."""
+
+    def __init__(self, adata: AnnData, groupby: str, groups, reference: str, elm_key):
+        self.adata, self.groupby, self.reference, self.elm_key = adata, groupby, reference, elm_key
+        self.labels = _labels(adata, groupby)
+        self.encoders = _encoders(adata, elm_key)
+        self.model = self.encoders[0][0]
+        self.counts = pd.Series(self.labels).value_counts()
+        self.present = [c for c in self.labels.categories if self.counts.get(c, 0) > 0]
+        if skipped := [c for c in self.labels.categories if self.counts.get(c, 0) == 0]:
+            logg.info(f"    skipping categories with no cells: {skipped}")
+        self.groups = self._wanted(groups)
+
+    def _wanted(self, groups) -> list[str]:
+        present, groupby, reference = self.present, self.groupby, self.reference
+        if isinstance(groups, str):
+            groups = present if groups == "all" else [groups]
+        wanted = [str(g) for g in groups]
+        if unknown := [g for g in wanted if g not in present]:
+            raise ValueError(f"groups {unknown} are not non-empty categories of {groupby!r}: {present}.")
+        if reference != "rest":
+            if reference not in present:
+                raise ValueError(f"reference={reference!r} is not a non-empty category of {groupby!r}: {present}.")
+            wanted = [g for g in wanted if g != reference]
+        if len(present) < 2 or not wanted:
+            raise ValueError(f"Need at least two non-empty groups in {groupby!r} to rank genes.")
+        return wanted
+
+    def compute(self, *, device, batch_size: int) -> None:
+        """Stream the contributions' group moments and the expression's group means."""
+        from ._moments import group_means, group_moments
+
+        code = np.array(pd.Categorical(self.labels, categories=self.present).codes)  # -1 for NaN labels
+        self.moments = group_moments(self.adata, self.encoders, code, len(self.present), device=device, batch_size=batch_size)
+        # Every gene of the source matrix is stored (scanpy's plots need them all): genes the
+        # model does not read have score 0 and p-value 1; fold changes come from expression.
+        self.layer, self.use_raw = self.model.source(self.adata)
+        src_X, src_genes = source_matrix(self.adata, layer=self.layer, use_raw=self.use_raw)
+        self.genes = np.asarray(src_genes)
+        self.pos = pd.Index(self.genes).get_indexer(self.model.genes)
+        self.means = group_means(GeneColumns(src_X, np.arange(len(self.genes))), code, len(self.present), chunk=CHUNK)
+
+    def _reference(self, g: str) -> list[int]:
+        gi = self.present.index(g)
+        return [i for i in range(len(self.present)) if i != gi] if self.reference == "rest" else [self.present.index(self.reference)]
+
+    def group(self, g: str, score: str, corr_method: str) -> tuple[dict, dict]:
+        """One group's columns in rank order, and its summaries (distance, agreement,
+        stability, whether it or its reference is too small for p-values)."""
+        from scipy import stats
+
+        from .._core.ranking import group_scores, member_agreement, rank_order, split_half_agreement
+
+        gi, rest = self.present.index(g), self._reference(g)
+        s = group_scores(self.moments.pooled([gi]), self.moments.pooled(rest), len(self.encoders), self.model.n_components)
+        n_genes, weights = len(self.genes), self.counts[[self.present[i] for i in rest]].to_numpy()
+        mean_g, mean_r = self.means[gi], (self.means[rest] * weights[:, None]).sum(0) / weights.sum()
+        values, se, pvals = np.zeros(n_genes), np.zeros(n_genes), np.ones(n_genes)
+        values[self.pos], se[self.pos] = getattr(s, score), s.spread[score]
+        small = min(int(self.counts[g]), int(weights.sum())) < 2
+        if not small:
+            pvals[self.pos] = 2.0 * stats.t.sf(np.abs(s.t), s.dof)
+        lower = mean_g < mean_r
+        order = rank_order(values, lower)  # expressed-or-higher genes first, then by score
+        member_values = np.zeros((len(self.encoders), n_genes))
+        member_values[:, self.pos] = s.per_model[score]
+        agree, rank_sd = member_agreement(rank_order(member_values, lower), AGREEMENT_TOP)
+        expm1 = _expm1(self.adata)
+        columns = dict(
+            names=self.genes[order].astype(object), scores=values[order].astype(np.float32),
+            logfoldchanges=np.log2((expm1(mean_g) + 1e-9) / (expm1(mean_r) + 1e-9))[order].astype(np.float32),
+            pvals=pvals[order], pvals_adj=_adjust(pvals, corr_method)[order], lower_in_group=lower[order],
+            scores_se=se[order].astype(np.float32), rank_sd=rank_sd[order].astype(np.float32),
+        )
+        summary = dict(centroid_distance=s.distance, member_agreement=agree,
+                       stability=split_half_agreement(member_values, lower, AGREEMENT_TOP), small=small)
+        return columns, summary
+
+    def result(self, score: str, corr_method: str) -> dict:
+        """Every group's columns as scanpy's recarrays, the per-group summaries, params."""
+        per_group = {g: self.group(g, score, corr_method) for g in self.groups}
+        result = {name: _recarray({g: cols[name] for g, (cols, _) in per_group.items()}) for name in COLUMNS}
+        for name in ("centroid_distance", "member_agreement", "stability"):
+            result[name] = _recarray({g: np.array([summary[name]], dtype=np.float32) for g, (_, summary) in per_group.items()})
+        if small := [g for g, (_, summary) in per_group.items() if summary["small"]]:
+            logg.warning(f"groups {small} (or their reference) have fewer than 2 cells: p-values set to 1.")
+        if unstable := [g for g, (_, summary) in per_group.items() if summary["stability"] < UNSTABLE]:
+            logg.warning(
+                f"The top {AGREEMENT_TOP} genes of {unstable} are unstable: two halves of the ensemble "
+                f"agree on them below {UNSTABLE} (Jaccard index). Read their order with care, or fit more "
+                "models (parametric_umap(n_models=...)); per-gene rank spread: uns[key_added]['rank_sd']."
+            )
+        elm_key = self.elm_key
+        result["params"] = dict(
+            groupby=self.groupby, reference=self.reference, method="elm", use_raw=self.use_raw, layer=self.layer,
+            corr_method=corr_method, score=score, n_models=len(self.encoders),
+            elm_key=elm_key if isinstance(elm_key, str) else np.asarray(list(elm_key), dtype=object),
+        )
+        return result
