@@ -13,7 +13,9 @@ from __future__ import annotations
 import numpy as np
 from scipy import sparse
 
-CHUNK = 8192
+# Rows per block everywhere: reading, sums, embeddings and Jacobians (memory of one block of
+# Jacobians: BLOCK_ROWS x d x n_genes float32).
+BLOCK_ROWS = 4096
 
 
 def is_dask(X) -> bool:
@@ -60,18 +62,19 @@ class GeneColumns:
         return block.astype(np.float32) if block.dtype != np.float32 else block
 
 
-def dense64(block) -> np.ndarray:
-    """A block of rows (dense or sparse) as a dense float64 array."""
+def dense(block, dtype=np.float64) -> np.ndarray:
+    """A block of rows (dense or sparse) as a dense array of ``dtype`` (float64 for sums,
+    float32 for the encoder, which then needs no copy of a float32 block)."""
     block = block.toarray() if sparse.issparse(block) else np.asarray(block)
-    return block.astype(np.float64, copy=False)
+    return block.astype(dtype, copy=False)
 
 
-def iter_row_chunks(X, chunk: int = CHUNK):
-    """Yield ``(start, stop, dense float64 rows)`` of anything sliced by rows into dense
+def iter_row_chunks(X, chunk: int = BLOCK_ROWS, dtype=np.float64):
+    """Yield ``(start, stop, dense rows of dtype)`` of anything sliced by rows into dense
     or sparse blocks (arrays, sparse matrices, :class:`GeneColumns`), in this process."""
     for start in range(0, X.shape[0], chunk):
         stop = min(start + chunk, X.shape[0])
-        yield start, stop, dense64(X[start:stop])
+        yield start, stop, dense(X[start:stop], dtype)
 
 
 def rows_as_dask(X, chunk: int):
@@ -89,7 +92,7 @@ def reads_dask(X) -> bool:
     return isinstance(X, GeneColumns) and is_dask(X.X)
 
 
-def reduce_rows(X, fn, size: int, *, chunk: int = CHUNK, code: np.ndarray | None = None) -> np.ndarray:
+def reduce_rows(X, fn, size: int, *, chunk: int = BLOCK_ROWS, code: np.ndarray | None = None) -> np.ndarray:
     """Sum over blocks of ``chunk`` rows of ``fn(block, its codes) -> float64 (size,)``.
 
     ``block`` is what ``X[a:b]`` returns (float32, dense or CSR, for :class:`GeneColumns`);
@@ -113,7 +116,7 @@ def reduce_rows(X, fn, size: int, *, chunk: int = CHUNK, code: np.ndarray | None
     return parts.sum(0).compute()
 
 
-def map_rows(X, fn, n_cols: int, *, chunk: int = CHUNK) -> np.ndarray:
+def map_rows(X, fn, n_cols: int, *, chunk: int = BLOCK_ROWS) -> np.ndarray:
     """``fn(block) -> (rows, n_cols)`` for every block of rows, stacked as float32."""
     if not reads_dask(X):
         out = np.empty((X.shape[0], n_cols), dtype=np.float32)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .blocks import dense64, map_rows, reduce_rows
+from .blocks import dense, map_rows, reduce_rows
 
 
 def mean_and_covariance(X) -> tuple[np.ndarray, np.ndarray]:
@@ -21,7 +21,7 @@ def mean_and_covariance(X) -> tuple[np.ndarray, np.ndarray]:
     n, g = X.shape
 
     def sums(block, _) -> np.ndarray:
-        rows = dense64(block)
+        rows = dense(block)
         return np.concatenate([rows.sum(0), (rows.T @ rows).ravel()])
 
     flat = reduce_rows(X, sums, g + g * g)
@@ -50,7 +50,7 @@ class LinearFrontEnd:
         float32 ``(n, n_in)``."""
         W = self.loadings.astype(np.float64)
         shift = self.reference.astype(np.float64) @ W
-        return map_rows(X, lambda block: dense64(block) @ W - shift, self.n_in)
+        return map_rows(X, lambda block: dense(block) @ W - shift, self.n_in)
 
 
 def fit_front_end(X, *, n_pcs: int | None, center: bool, loadings: np.ndarray | None = None) -> LinearFrontEnd:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .blocks import iter_row_chunks, map_rows
+from .blocks import BLOCK_ROWS, iter_row_chunks, map_rows
 from .encoder import ELMEncoder
 from .frontend import LinearFrontEnd
 
@@ -37,15 +37,15 @@ def iter_batches(
     X,
     *,
     device: torch.device,
-    batch_size: int = 4096,
+    batch_size: int = BLOCK_ROWS,
     jacobian: bool = True,
 ) -> Iterator[Batch]:
     """Embed the rows of ``X`` (cells x model genes, dense or sparse) batch by batch."""
     encoder = encoder.to(device).eval()
     W = torch.as_tensor(front_end.loadings, device=device)
     ref = torch.as_tensor(front_end.reference, device=device)
-    for start, stop, rows in iter_row_chunks(X, batch_size):
-        centred = torch.as_tensor(rows, dtype=torch.float32, device=device) - ref
+    for start, stop, rows in iter_row_chunks(X, batch_size, dtype=np.float32):
+        centred = torch.as_tensor(rows, device=device) - ref
         z = centred @ W
         if jacobian:
             y, jz = encoder.forward_with_jacobian(z)
@@ -57,7 +57,7 @@ def iter_batches(
         yield Batch(start, stop, y, jg, centred)
 
 
-def embed(front_end: LinearFrontEnd, encoder: ELMEncoder, X, *, device: torch.device, batch_size: int = 4096) -> np.ndarray:
+def embed(front_end: LinearFrontEnd, encoder: ELMEncoder, X, *, device: torch.device, batch_size: int = BLOCK_ROWS) -> np.ndarray:
     """Embedding of every row of ``X`` as float32 ``(n, d)``, a block of ``batch_size`` rows
     at a time (Dask tasks when ``X`` reads a Dask array)."""
 

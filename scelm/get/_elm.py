@@ -9,6 +9,7 @@ import pandas as pd
 from anndata import AnnData
 
 from .. import _keys
+from .._core.blocks import BLOCK_ROWS
 from .._docs import doc_batch_device, doc_elm_key, doc_params
 from .._input import check_adata
 from .._model import StoredModel
@@ -54,7 +55,7 @@ def jacobian(
     genes: str | Sequence[str] | None = None,
     lazy: bool = False,
     device: str = "auto",
-    batch_size: int = 4096,
+    batch_size: int = BLOCK_ROWS,
 ):
     """Each cell's equivalent linear mapping: the exact Jacobian of the embedding.
 
@@ -83,7 +84,7 @@ def contributions(
     genes: str | Sequence[str] | None = None,
     lazy: bool = False,
     device: str = "auto",
-    batch_size: int = 4096,
+    batch_size: int = BLOCK_ROWS,
 ):
     """Per-gene contributions ``J(x) * (x - x_ref)`` to each embedding coordinate.
 

@@ -10,6 +10,7 @@ from scanpy import logging as logg
 from scanpy import settings
 
 from .. import _keys
+from .._core.blocks import BLOCK_ROWS
 from .._core.options import Activation, Init, Precision
 from .._docs import doc_batch_device, doc_copy, doc_input, doc_params
 from .._input import check_adata, model_input
@@ -64,7 +65,7 @@ def parametric_umap(
     precision: Precision = "float32",
     random_state: int | None = 0,
     device: str = "auto",
-    batch_size: int = 4096,
+    batch_size: int = BLOCK_ROWS,
     key_added: str = _keys.DEFAULT_KEY,
     copy: bool = False,
 ) -> AnnData | None:

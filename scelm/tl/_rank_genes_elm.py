@@ -10,7 +10,7 @@ from anndata import AnnData
 from scanpy import logging as logg
 
 from .. import _keys
-from .._core.blocks import CHUNK, GeneColumns
+from .._core.blocks import BLOCK_ROWS, GeneColumns
 from .._core.options import CORR_METHODS, SCORES, CorrMethod, Score
 from .._docs import doc_batch_device, doc_copy, doc_params
 from .._input import check_adata, frame_column, source_matrix
@@ -84,7 +84,7 @@ def rank_genes_elm(
     corr_method: CorrMethod = "benjamini-hochberg",
     key_added: str = _keys.DEFAULT_RANK_KEY,
     device: str = "auto",
-    batch_size: int = 4096,
+    batch_size: int = BLOCK_ROWS,
     copy: bool = False,
 ) -> AnnData | None:
     """Rank the genes that place each group where it is in the ELM embedding.
@@ -222,7 +222,7 @@ class _ELMRanking:
         src_X, src_genes = source_matrix(self.adata, layer=self.layer, use_raw=self.use_raw)
         self.genes = np.asarray(src_genes)
         self.pos = pd.Index(self.genes).get_indexer(self.model.genes)
-        self.means = group_means(GeneColumns(src_X, np.arange(len(self.genes))), code, len(self.present), chunk=CHUNK)
+        self.means = group_means(GeneColumns(src_X, np.arange(len(self.genes))), code, len(self.present), chunk=BLOCK_ROWS)
 
     def _reference(self, g: str) -> list[int]:
         gi = self.present.index(g)

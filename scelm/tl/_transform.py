@@ -8,6 +8,7 @@ from anndata import AnnData
 from scanpy import logging as logg
 
 from .. import _keys
+from .._core.blocks import BLOCK_ROWS
 from .._docs import doc_batch_device, doc_copy, doc_params
 from .._input import check_adata
 from .._model import StoredModel
@@ -23,7 +24,7 @@ def transform(
     key_added: str | None = None,
     store_jacobian: bool | str | Sequence[str] = True,
     device: str = "auto",
-    batch_size: int = 4096,
+    batch_size: int = BLOCK_ROWS,
     copy: bool = False,
 ) -> AnnData | None:
     """Embed new cells with the model fitted on ``adata_ref`` (like :func:`scanpy.tl.ingest`).
