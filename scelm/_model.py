@@ -139,13 +139,13 @@ class StoredModel:
             )
         return GeneColumns(X, pos)
 
-    def iter_batches(self, adata: AnnData, key: str | None, X, *, member: int = 0, device, batch_size: int) -> Iterator:
+    def iter_batches(self, adata: AnnData, key: str | None, X, *, device, batch_size: int) -> Iterator:
         """Yield :class:`scelm._core.jacobian.Batch` (embedding, exact Jacobian, centred
-        expression) of one encoder over the rows of ``X`` (:meth:`input_matrix`), one batch
-        in memory.
+        expression) of the first encoder (the embedding's) over the rows of ``X``
+        (:meth:`input_matrix`), one batch in memory.
 
-        For the first encoder, Jacobians come from the layers of ``key`` when they hold the
-        complete float32 Jacobian; otherwise (or ``key=None``) they are recomputed exactly.
+        Jacobians come from the layers of ``key`` when they hold the complete float32
+        Jacobian; otherwise (or ``key=None``) they are recomputed exactly.
         """
         import torch
 
@@ -153,9 +153,9 @@ class StoredModel:
         from ._core.jacobian import Batch, iter_batches
 
         dev = resolve_device(device)
-        layers = None if key is None or member != 0 else jacobian_layer_names(adata, key, self.n_components)
+        layers = None if key is None else jacobian_layer_names(adata, key, self.n_components)
         pos = pd.Index(adata.var_names).get_indexer(self.genes)
-        encoder = self.encoder(member)
+        encoder = self.encoder()
         if layers is None or (pos < 0).any():
             yield from iter_batches(self.front_end, encoder, X, device=dev, batch_size=batch_size)
             return

@@ -1,8 +1,8 @@
 """Per-group moments of every cell's contributions for ``rank_genes_elm``.
 
-In memory (or backed) the cells are streamed in one loop, reading stored Jacobian layers
-when they exist. When the source matrix is a Dask array, each block of cells becomes a
-task that recomputes its Jacobians and returns its partial sums, and Dask adds them: on a
+Each block of cells recomputes its exact Jacobians (cheaper than reading layers for an
+ensemble, whose other members have none) and returns its partial sums; ``reduce_rows``
+adds them, in this process or, when the source matrix is a Dask array, as Dask tasks: on a
 ``dask.distributed`` cluster the expression never leaves the workers, only
 ``groups x (M d)^2 x genes`` numbers per block do.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._core.blocks import GeneColumns, reads_dask, reduce_rows
+from .._core.blocks import GeneColumns, reduce_rows
 from .._core.ranking import GroupMoments
 from .._model import StoredModel
 
@@ -52,23 +52,22 @@ def group_means(X: GeneColumns, code: np.ndarray, n_groups: int, *, chunk: int) 
 
 
 def group_moments(
-    adata, encoders: list[tuple[StoredModel, int, str | None]], code: np.ndarray, n_groups: int, *, device, batch_size: int
+    adata, encoders: list[tuple[StoredModel, int]], code: np.ndarray, n_groups: int, *, device, batch_size: int
 ) -> GroupMoments:
-    """Moments of the contributions of every ``(model, member, layer key)`` per group;
-    ``code`` gives each cell's group (-1: left out). Stored Jacobian layers are read when
-    the input is not Dask."""
+    """Moments of the contributions of every ``(model, member)`` encoder per group;
+    ``code`` gives each cell's group (-1: left out). Each block of cells recomputes its
+    exact Jacobians (a Dask task when the input is Dask) and returns its partial sums."""
     from .._core.jacobian import iter_batches
 
     model = encoders[0][0]
     X = model.input_matrix(adata)
     dim, n_genes = len(encoders) * model.n_components, len(model.genes)
-    empty = lambda: GroupMoments(n_groups, dim, n_genes, device=device)  # noqa: E731
-    if not reads_dask(X):
-        streams = [m.iter_batches(adata, k, X, member=i, device=device, batch_size=batch_size) for m, i, k in encoders]
-        return _add(empty(), streams, code)
+
+    def empty() -> GroupMoments:
+        return GroupMoments(n_groups, dim, n_genes, device=device)
 
     def moments(block, block_code: np.ndarray) -> np.ndarray:
-        streams = [iter_batches(m.front_end, m.encoder(i), block, device=device, batch_size=batch_size) for m, i, _ in encoders]
+        streams = [iter_batches(m.front_end, m.encoder(i), block, device=device, batch_size=batch_size) for m, i in encoders]
         return _add(empty(), streams, block_code).to_flat()
 
     flat = reduce_rows(X, moments, empty().to_flat().size, chunk=batch_size, code=code)

@@ -37,9 +37,8 @@ def _labels(adata: AnnData, groupby: str) -> pd.Categorical:
     return pd.Categorical(col)
 
 
-def _encoders(adata: AnnData, key: str | Sequence[str]) -> list[tuple[StoredModel, int, str | None]]:
-    """Every encoder to average: ``(model, member, layer key)`` for each model of each key's
-    ensemble. Only a key's first encoder has Jacobian layers (the others recompute)."""
+def _encoders(adata: AnnData, key: str | Sequence[str]) -> list[tuple[StoredModel, int]]:
+    """Every encoder to average: ``(model, member)`` for each model of each key's ensemble."""
     keys = [key] if isinstance(key, str) else list(key)
     if not keys:
         raise ValueError("key must name at least one fitted model.")
@@ -48,7 +47,7 @@ def _encoders(adata: AnnData, key: str | Sequence[str]) -> list[tuple[StoredMode
     for m in models[1:]:
         if not np.array_equal(m.genes, first.genes) or m.source(adata) != first.source(adata):
             raise ValueError(f"The models in {keys} read different genes or sources; an ensemble needs the same input.")
-    return [(m, i, k if i == 0 else None) for k, m in zip(keys, models) for i in range(m.n_models)]
+    return [(m, i) for m in models for i in range(m.n_models)]
 
 
 def _adjust(p: np.ndarray, method: str) -> np.ndarray:
