@@ -269,15 +269,19 @@ def test_store_jacobian_float16_and_gene_subset(pbmc):
     np.testing.assert_allclose(half.layers["elm_jacobian_0"], ref.layers["elm_jacobian_0"], rtol=2e-3, atol=1e-4)
     np.testing.assert_array_equal(scelm.get.jacobian(half), J)  # exact: recomputed, not read from float16
     some = pbmc.copy()
-    scelm.tl.parametric_umap(some, **FAST, store_jacobian=["LYZ", "NKG7"])
+    scelm.tl.parametric_umap(some, **FAST, jacobian_genes=["LYZ", "NKG7"])
     stored = np.flatnonzero(np.abs(some.layers["elm_jacobian_0"]).sum(0))
     assert set(some.var_names[stored]) <= {"LYZ", "NKG7"}
     assert list(some.uns["elm"]["jacobian_genes"]) == ["LYZ", "NKG7"]
     np.testing.assert_array_equal(scelm.get.jacobian(some), J)
     with pytest.raises(KeyError, match="NOTAGENE"):
-        scelm.tl.parametric_umap(pbmc.copy(), **FAST, store_jacobian=["NOTAGENE"])
+        scelm.tl.parametric_umap(pbmc.copy(), **FAST, jacobian_genes=["NOTAGENE"])
     with pytest.raises(ValueError, match="store_jacobian"):
         scelm.tl.parametric_umap(pbmc.copy(), **FAST, store_jacobian="float8")
+    with pytest.raises(ValueError, match="store_jacobian"):
+        scelm.tl.parametric_umap(pbmc.copy(), **FAST, store_jacobian=["LYZ"])  # genes go to jacobian_genes
+    with pytest.raises(ValueError, match="jacobian_genes"):
+        scelm.tl.parametric_umap(pbmc.copy(), **FAST, store_jacobian=False, jacobian_genes=["LYZ"])
 
 
 @pytest.mark.slow

@@ -79,7 +79,8 @@ class FitParams:
     layer: str | None
     use_raw: bool | None
     mask_var: str | np.ndarray | None
-    store_jacobian: bool | str | Sequence[str]
+    store_jacobian: bool | str
+    jacobian_genes: Sequence[str] | None
     n_models: int
     precision: str
     seed: int

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 from anndata import AnnData
@@ -60,7 +61,8 @@ def parametric_umap(
     layer: str | None = None,
     use_raw: bool | None = None,
     mask_var: str | np.ndarray | None = None,
-    store_jacobian: bool | str | Sequence[str] = True,
+    store_jacobian: bool | Literal["float32", "float16"] = True,
+    jacobian_genes: Sequence[str] | None = None,
     n_models: int | None = None,
     precision: Precision = "float32",
     random_state: int | None = 0,
@@ -141,10 +143,12 @@ def parametric_umap(
     store_jacobian
         Write ``layers['{{key_added}}_jacobian_{{k}}']`` (cells x genes, zeros for genes the
         model does not read): ``True``/``'float32'``; ``'float16'`` halves their memory (for
-        plotting with scanpy; scelm's own functions then recompute exact values); a list of
-        genes stores only those (named in ``uns[key_added]['jacobian_genes']``); ``False``
+        plotting with scanpy; scelm's own functions then recompute exact values); ``False``
         stores none. :func:`scelm.get.jacobian` recomputes exactly from the model whenever the
         layers are not the complete float32 Jacobian.
+    jacobian_genes
+        Store the Jacobian layers of these genes only (named in
+        ``uns[key_added]['jacobian_genes']``); ``None``: every gene the model reads.
     n_models
         Fit an ensemble of this many encoders on the same graph, front end and starting
         layout, trained together as one batched network; they differ by their initial
@@ -196,7 +200,7 @@ def parametric_umap(
         neighbors_key=neighbors_key, n_epochs=n_epochs, train_batch_size=train_batch_size, learning_rate=learning_rate,
         negative_sample_rate=negative_sample_rate, repulsion_strength=repulsion_strength, init=init,
         weight_decay=weight_decay, hidden=hidden, activation=activation, n_pcs=n_pcs, use_rep=use_rep, center=center,
-        layer=layer, use_raw=use_raw, mask_var=mask_var, store_jacobian=store_jacobian, n_models=n_models,
+        layer=layer, use_raw=use_raw, mask_var=mask_var, store_jacobian=store_jacobian, jacobian_genes=jacobian_genes, n_models=n_models,
         precision=precision, random_state=random_state, batch_size=batch_size,
     )
     dev = resolve_device(device)
@@ -204,7 +208,8 @@ def parametric_umap(
     model, X = _fit(adata, p, dev)
     target = adata.copy() if copy else adata
     Y, J, stored_genes = compute_outputs(
-        model, X, target.var_names, store_jacobian=store_jacobian, device=dev, batch_size=p.batch_size
+        model, X, target.var_names, store_jacobian=store_jacobian, jacobian_genes=jacobian_genes, device=dev,
+        batch_size=p.batch_size,
     )
     write_outputs(target, key_added, model, Y, J, stored_genes)
     logg.info(
@@ -228,7 +233,7 @@ def _fit(adata: AnnData, p: FitParams, dev) -> tuple[StoredModel, object]:
     from .._core.train import LAYOUT_STEPS, TrainConfig, train_encoder
 
     X, genes, use_raw, loadings = model_input(adata, layer=p.layer, use_raw=p.use_raw, mask_var=p.mask_var, use_rep=p.use_rep)
-    jacobian_storage(genes, p.store_jacobian)  # a bad value fails now, not after training
+    jacobian_storage(genes, p.store_jacobian, p.jacobian_genes)  # a bad value fails now, not after training
     front_end = fit_front_end(X, n_pcs=p.n_pcs, center=p.center, loadings=loadings)
     z = front_end.project(X)
     edges, graph_source, graph_k = graph_edges(

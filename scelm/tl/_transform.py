@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 from anndata import AnnData
 from scanpy import logging as logg
@@ -22,7 +23,8 @@ def transform(
     *,
     elm_key: str = _keys.DEFAULT_KEY,
     key_added: str | None = None,
-    store_jacobian: bool | str | Sequence[str] = True,
+    store_jacobian: bool | Literal["float32", "float16"] = True,
+    jacobian_genes: Sequence[str] | None = None,
     device: str = "auto",
     batch_size: int = BLOCK_ROWS,
     copy: bool = False,
@@ -43,7 +45,7 @@ def transform(
         ``key_added`` of the :func:`scelm.tl.parametric_umap` run in ``adata_ref``.
     key_added
         Prefix of the keys written to ``adata``; defaults to ``elm_key``.
-    store_jacobian
+    store_jacobian, jacobian_genes
         Jacobian layers for the query cells, as in :func:`scelm.tl.parametric_umap`.
     {doc_batch_device}
     {doc_copy}
@@ -64,7 +66,8 @@ def transform(
     X = model.input_matrix(adata)
     target = adata.copy() if copy else adata
     Y, J, stored_genes = compute_outputs(
-        model, X, target.var_names, store_jacobian=store_jacobian, device=dev, batch_size=batch_size
+        model, X, target.var_names, store_jacobian=store_jacobian, jacobian_genes=jacobian_genes, device=dev,
+        batch_size=batch_size,
     )
     write_outputs(target, key_added, model, Y, J, stored_genes)
     logg.info("    finished", time=start)

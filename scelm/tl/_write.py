@@ -12,31 +12,33 @@ from scanpy import logging as logg
 from .. import _keys
 from .._model import StoredModel
 
+DTYPES = {True: np.float32, "float32": np.float32, "float16": np.float16}
 
-def jacobian_storage(genes: np.ndarray, store_jacobian) -> tuple[type | None, np.ndarray | None]:
-    """``(dtype, model-gene positions to store)`` from ``store_jacobian``; positions None
-    means every model gene, dtype None means no layers."""
-    if store_jacobian is False or store_jacobian is None:
+
+def jacobian_storage(genes: np.ndarray, store_jacobian, jacobian_genes) -> tuple[type | None, np.ndarray | None]:
+    """``(dtype, model-gene positions to store)``; positions None means every model gene,
+    dtype None means no layers."""
+    if isinstance(store_jacobian, bool) and not store_jacobian:
+        if jacobian_genes is not None:
+            raise ValueError("jacobian_genes chooses which Jacobian layers to store; it needs store_jacobian.")
         return None, None
-    if store_jacobian is True or (isinstance(store_jacobian, str) and store_jacobian == "float32"):
-        return np.float32, None
-    if isinstance(store_jacobian, str) and store_jacobian == "float16":
-        return np.float16, None
-    if isinstance(store_jacobian, str) or not hasattr(store_jacobian, "__iter__"):
-        raise ValueError(f"store_jacobian must be True, False, 'float32', 'float16' or a list of genes, got {store_jacobian!r}.")
-    names = pd.Index([str(g) for g in store_jacobian])
+    if not isinstance(store_jacobian, (bool, str)) or store_jacobian not in DTYPES:
+        raise ValueError(f"store_jacobian must be True, False, 'float32' or 'float16', got {store_jacobian!r}.")
+    if jacobian_genes is None:
+        return DTYPES[store_jacobian], None
+    names = pd.Index([jacobian_genes] if isinstance(jacobian_genes, str) else [str(g) for g in jacobian_genes])
     pos = pd.Index(genes).get_indexer(names)
     if (pos < 0).any():
-        raise KeyError(f"store_jacobian names genes the model does not read: {names[pos < 0][:10].tolist()}.")
-    return np.float32, pos
+        raise KeyError(f"jacobian_genes names genes the model does not read: {names[pos < 0][:10].tolist()}.")
+    return DTYPES[store_jacobian], pos
 
 
-def compute_outputs(model: StoredModel, X, target_var_names: pd.Index, *, store_jacobian, device, batch_size: int):
+def compute_outputs(model: StoredModel, X, target_var_names: pd.Index, *, store_jacobian, jacobian_genes, device, batch_size: int):
     """Embedding ``(n, d)``, the Jacobian layers to store (one ``(n, n_vars)`` array per axis,
     or None) and the stored gene names when only some genes are stored (else None)."""
     from .._core.jacobian import embed, iter_batches
 
-    dtype, subset = jacobian_storage(model.genes, store_jacobian)
+    dtype, subset = jacobian_storage(model.genes, store_jacobian, jacobian_genes)
     n, d = X.shape[0], model.n_components
     genes = model.genes if subset is None else model.genes[subset]
     pos = pd.Index(target_var_names).get_indexer(genes)
