@@ -19,8 +19,9 @@ elm_key
     ``key_added`` of the :func:`scelm.tl.parametric_umap` run to use (the fitted model)."""
 
 doc_batch_device = """\
-batch_size
-    Cells per batch for embeddings and Jacobians; memory is ``batch_size x d x n_genes``.
+chunk_size
+    Cells per block for embeddings and Jacobians (like ``chunk_size`` in
+    :func:`scanpy.pp.pca`); memory is ``chunk_size x d x n_genes``.
 device
     ``'auto'`` (CUDA when available, else CPU), ``'cpu'`` or ``'cuda[:N]'``."""
 

@@ -39,13 +39,13 @@ def test_lazy_anndata_fits_and_ranks_like_in_memory(h5ad_path):
 @pytest.mark.parametrize("fn", [scelm.get.jacobian, scelm.get.contributions])
 def test_lazy_values_equal_eager(fitted_pbmc, fn):
     eager = fn(fitted_pbmc)
-    lazy = fn(fitted_pbmc, lazy=True, batch_size=128)
+    lazy = fn(fitted_pbmc, lazy=True, chunk_size=128)
     assert isinstance(lazy, da.Array) and lazy.chunks[0][0] == 128
     np.testing.assert_array_equal(lazy.compute(), eager)
 
 
 def test_lazy_contributions_sum_to_embedding_and_write_to_zarr(fitted_pbmc, tmp_path):
-    lazy = scelm.get.contributions(fitted_pbmc, lazy=True, batch_size=200)
+    lazy = scelm.get.contributions(fitted_pbmc, lazy=True, chunk_size=200)
     Y = fitted_pbmc.obsm["X_elm"]
     assert np.abs(lazy.sum(-1).compute() - Y).max() <= 1e-5 * np.abs(Y).max()
     lazy.to_zarr(tmp_path / "contrib.zarr")
@@ -56,7 +56,7 @@ def test_backed_and_lazy_files_explain_like_in_memory(h5ad_path, fitted_pbmc):
     eager = scelm.get.contributions(fitted_pbmc, genes=["MS4A1", "NKG7"])  # fitted on .raw
     for adata in (ad.read_h5ad(h5ad_path, backed="r"), ad.experimental.read_lazy(h5ad_path)):
         adata.uns["elm"] = fitted_pbmc.uns["elm"]
-        lazy = scelm.get.contributions(adata, genes=["MS4A1", "NKG7"], lazy=True, batch_size=300)
+        lazy = scelm.get.contributions(adata, genes=["MS4A1", "NKG7"], lazy=True, chunk_size=300)
         np.testing.assert_array_equal(lazy.compute(), eager)
 
 

@@ -70,7 +70,7 @@ def test_streaming_equals_stored_jacobians(fitted_pbmc):
     scelm.tl.rank_genes_elm(fitted_pbmc, "bulk_labels", key_added="stored")
     for k in range(2):
         del fitted_pbmc.layers[f"elm_jacobian_{k}"]
-    scelm.tl.rank_genes_elm(fitted_pbmc, "bulk_labels", batch_size=97, key_added="streamed")
+    scelm.tl.rank_genes_elm(fitted_pbmc, "bulk_labels", chunk_size=97, key_added="streamed")
     for field in ("scores", "pvals"):
         a, b = fitted_pbmc.uns["stored"][field], fitted_pbmc.uns["streamed"][field]
         for g in a.dtype.names:

@@ -55,7 +55,7 @@ def jacobian(
     genes: str | Sequence[str] | None = None,
     lazy: bool = False,
     device: str = "auto",
-    batch_size: int = BLOCK_ROWS,
+    chunk_size: int = BLOCK_ROWS,
 ):
     """Each cell's equivalent linear mapping: the exact Jacobian of the embedding.
 
@@ -73,7 +73,7 @@ def jacobian(
     genes the model does not read. Read from the Jacobian layers when stored, else
     recomputed exactly in batches.
     """
-    return _stream(adata, elm_key, genes, contributions=False, lazy=lazy, device=device, batch_size=batch_size)
+    return _stream(adata, elm_key, genes, contributions=False, lazy=lazy, device=device, batch_size=chunk_size)
 
 
 @doc_params(doc_elm_key=doc_elm_key, doc_batch_device=doc_batch_device, doc_genes=doc_genes)
@@ -84,7 +84,7 @@ def contributions(
     genes: str | Sequence[str] | None = None,
     lazy: bool = False,
     device: str = "auto",
-    batch_size: int = BLOCK_ROWS,
+    chunk_size: int = BLOCK_ROWS,
 ):
     """Per-gene contributions ``J(x) * (x - x_ref)`` to each embedding coordinate.
 
@@ -106,4 +106,4 @@ def contributions(
     -------
     float32 array ``(n_obs, n_components, n_genes)`` (a Dask array if ``lazy``).
     """
-    return _stream(adata, elm_key, genes, contributions=True, lazy=lazy, device=device, batch_size=batch_size)
+    return _stream(adata, elm_key, genes, contributions=True, lazy=lazy, device=device, batch_size=chunk_size)

@@ -84,7 +84,7 @@ class FitParams:
     n_models: int
     precision: str
     seed: int
-    batch_size: int
+    chunk_size: int
 
     @classmethod
     def from_args(cls, adata: AnnData, *, n_epochs, train_batch_size, n_models, random_state, **kw) -> FitParams:
@@ -97,7 +97,7 @@ class FitParams:
         if kw["precision"] not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {kw['precision']!r}.")
         _check_numbers(kw["min_dist"], kw["spread"], kw["learning_rate"], kw["repulsion_strength"], kw["weight_decay"])
-        for name in ("n_components", "negative_sample_rate", "batch_size"):
+        for name in ("n_components", "negative_sample_rate", "chunk_size"):
             kw[name] = check_positive_int(name, kw[name])
         _check_init(adata, kw["init"], kw["n_components"])
         kw["hidden"] = tuple(check_positive_int("hidden width", h) for h in kw["hidden"])

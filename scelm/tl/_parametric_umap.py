@@ -67,7 +67,7 @@ def parametric_umap(
     precision: Precision = "float32",
     random_state: int | None = 0,
     device: str = "auto",
-    batch_size: int = BLOCK_ROWS,
+    chunk_size: int = BLOCK_ROWS,
     key_added: str = _keys.DEFAULT_KEY,
     copy: bool = False,
 ) -> AnnData | None:
@@ -201,7 +201,7 @@ def parametric_umap(
         negative_sample_rate=negative_sample_rate, repulsion_strength=repulsion_strength, init=init,
         weight_decay=weight_decay, hidden=hidden, activation=activation, n_pcs=n_pcs, use_rep=use_rep, center=center,
         layer=layer, use_raw=use_raw, mask_var=mask_var, store_jacobian=store_jacobian, jacobian_genes=jacobian_genes, n_models=n_models,
-        precision=precision, random_state=random_state, batch_size=batch_size,
+        precision=precision, random_state=random_state, chunk_size=chunk_size,
     )
     dev = resolve_device(device)
     start = logg.info("computing parametric UMAP (scelm)")
@@ -209,7 +209,7 @@ def parametric_umap(
     target = adata.copy() if copy else adata
     Y, J, stored_genes = compute_outputs(
         model, X, target.var_names, store_jacobian=store_jacobian, jacobian_genes=jacobian_genes, device=dev,
-        batch_size=p.batch_size,
+        batch_size=p.chunk_size,
     )
     write_outputs(target, key_added, model, Y, J, stored_genes)
     logg.info(

@@ -83,7 +83,7 @@ def rank_genes_elm(
     corr_method: CorrMethod = "benjamini-hochberg",
     key_added: str = _keys.DEFAULT_RANK_KEY,
     device: str = "auto",
-    batch_size: int = BLOCK_ROWS,
+    chunk_size: int = BLOCK_ROWS,
     copy: bool = False,
 ) -> AnnData | None:
     """Rank the genes that place each group where it is in the ELM embedding.
@@ -168,7 +168,7 @@ def rank_genes_elm(
         raise ValueError(f"corr_method must be one of {CORR_METHODS}, got {corr_method!r}.")
     ranking = _ELMRanking(adata, groupby, groups, reference, elm_key)
     start = logg.info(f"ranking genes with the ELM ({score}, {len(ranking.encoders)} model(s))")
-    ranking.compute(device=resolve_device(device), batch_size=batch_size)
+    ranking.compute(device=resolve_device(device), batch_size=chunk_size)
     result = ranking.result(score, corr_method)
     target = adata.copy() if copy else adata
     target.uns[key_added] = result

@@ -26,7 +26,7 @@ def transform(
     store_jacobian: bool | Literal["float32", "float16"] = True,
     jacobian_genes: Sequence[str] | None = None,
     device: str = "auto",
-    batch_size: int = BLOCK_ROWS,
+    chunk_size: int = BLOCK_ROWS,
     copy: bool = False,
 ) -> AnnData | None:
     """Embed new cells with the model fitted on ``adata_ref`` (like :func:`scanpy.tl.ingest`).
@@ -67,7 +67,7 @@ def transform(
     target = adata.copy() if copy else adata
     Y, J, stored_genes = compute_outputs(
         model, X, target.var_names, store_jacobian=store_jacobian, jacobian_genes=jacobian_genes, device=dev,
-        batch_size=batch_size,
+        batch_size=chunk_size,
     )
     write_outputs(target, key_added, model, Y, J, stored_genes)
     logg.info("    finished", time=start)
