@@ -34,7 +34,7 @@ class StoredModel:
     genes: np.ndarray  # names of the genes the model reads, in order
     front_end: LinearFrontEnd
     encoder_states: list[dict[str, np.ndarray]]  # one per model of the ensemble
-    params: dict  # fit parameters, incl. activation, layer, use_raw, a, b
+    params: dict  # fit parameters, incl. activation, layer, use_raw (a, b for UMAP fits)
     loss_history: np.ndarray  # (n_models, n_epochs)
 
     @property
@@ -91,7 +91,7 @@ class StoredModel:
             )
             raw_states, history = cls._encoder_entries(entry)
             states = [{k: np.asarray(v, dtype=np.float32) for k, v in state.items()} for state in raw_states]
-            missing = [k for k in ("activation", "n_components", "a", "b") if k not in params]
+            missing = [k for k in ("activation", "n_components") if k not in params]
             if missing:
                 raise KeyError(f"params {missing}")
         except (KeyError, TypeError, AttributeError, ValueError) as err:

@@ -107,19 +107,37 @@ def plan_blocks(edges: EdgeList, batch_size: int, generator: torch.Generator, de
 
 def fit_to_layout(
     stack: StackedEncoder, zt: torch.Tensor, layout: torch.Tensor, steps: int, *, learning_rate: float,
-    batch_size: int, generator: torch.Generator,
-) -> None:
-    """Regress every member onto ``layout`` (n x d) by mean squared error: ``steps`` Adam
-    steps, each on all cells or on ``batch_size`` random ones."""
-    optimizer = torch.optim.Adam(stack.parameters(), lr=learning_rate)
-    n = zt.shape[0]
-    for _ in range(steps):
+    batch_size: int, generator: torch.Generator, weight_decay: float = 0.0,
+    validation: tuple[torch.Tensor, torch.Tensor] | None = None, check_every: int = 50, patience: int = 8,
+) -> np.ndarray:
+    """Regress every member onto ``layout`` (n x d) by mean squared error: up to ``steps``
+    AdamW steps, each on all cells or on ``batch_size`` random ones.
+
+    With ``validation=(z, layout)`` of held-out cells, their MSE (mean over members) is
+    checked every ``check_every`` steps; training stops after ``patience`` checks without
+    improvement and the best weights are restored. Returns the held-out MSE of every check
+    (empty without validation)."""
+    optimizer = torch.optim.AdamW(stack.parameters(), lr=learning_rate, weight_decay=weight_decay)
+    n, checks = zt.shape[0], []
+    best, since_best = None, 0
+    for step in range(1, steps + 1):
         rows = torch.randint(0, n, (batch_size,), generator=generator).to(zt.device) if batch_size < n else slice(None)
         # Summed over members, so each member gets the gradient of its own MSE.
         loss = (stack(zt[rows]) - layout[rows]).pow(2).mean((1, 2)).sum()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if validation is None or step % check_every:
+            continue
+        with torch.no_grad():
+            checks.append(float((stack(validation[0]) - validation[1]).pow(2).mean()))
+        if best is None or checks[-1] < best[0]:
+            best, since_best = (checks[-1], {k: v.detach().clone() for k, v in stack.state_dict().items()}), 0
+        elif (since_best := since_best + 1) >= patience:
+            break
+    if best is not None:
+        stack.load_state_dict(best[1])
+    return np.asarray(checks, dtype=np.float32)
 
 
 def train_encoder(

@@ -1,7 +1,7 @@
 """Plots (``scelm.pl``), following scanpy's conventions: ``show``, ``return_fig``, ``ax``."""
 
 from ._cell import cell
-from ._diagnostics import reconstruction, training
+from ._diagnostics import fidelity, reconstruction, training
 from ._embedding import contributions, gene_arrows
 from ._ranking import compare_de, rank_genes_elm, rank_genes_elm_dotplot
 from ._trust import deletion_curve, perturbation
@@ -17,4 +17,5 @@ __all__ = [
     "reconstruction",
     "perturbation",
     "deletion_curve",
+    "fidelity",
 ]

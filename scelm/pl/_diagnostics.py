@@ -82,3 +82,61 @@ def reconstruction(
         a.text(0.04, 0.94, f"max |error| = {err:.1e}", transform=a.transAxes, va="top", fontsize=9)
     fig.tight_layout()
     return finish(fig, axes, show=show, return_fig=return_fig, save=save, name="reconstruction")
+
+
+@doc_params(doc_show=doc_show)
+def fidelity(
+    adata: AnnData,
+    elm_key: str = "elm_umap",
+    *,
+    color: str | None = None,
+    max_arrows: int = 2000,
+    show: bool | None = None,
+    save: bool | str | None = None,
+    return_fig: bool = False,
+):
+    """How well an :func:`scelm.tl.explain_embedding` encoder reproduces the map it explains.
+
+    Three panels: the map, the encoder's fitted map (what the explanations are exact for),
+    and the residual arrows from each cell's place in the map to its fitted place
+    (held-out cells, which the encoder never saw, in red). Titles give R^2.
+
+    Parameters
+    ----------
+    adata
+        AnnData with :func:`scelm.tl.explain_embedding` results.
+    elm_key
+        Its ``key_added``.
+    color
+        Categorical ``obs`` column for the first two panels.
+    max_arrows
+        Residual arrows drawn at most (a fixed random subset).
+    {doc_show}
+    """
+    from ._utils import group_colors
+
+    entry = adata.uns.get(elm_key, {})
+    if "fidelity" not in entry or "basis" not in entry.get("params", {}):
+        raise KeyError(f"No explain_embedding result in adata.uns[{elm_key!r}]; run scelm.tl.explain_embedding first.")
+    Y = np.asarray(adata.obsm[entry["params"]["basis"]])[:, :2]
+    F = np.asarray(adata.obsm[_keys.embedding_key(elm_key)])[:, :2]
+    held = np.asarray(adata.obs[f"{elm_key}_held_out"], dtype=bool)
+    fid = entry["fidelity"]
+    fig, axes = panels(3, ncols=3, panel_size=(4.2, 4.0))
+    if color is None:
+        colors = np.full(adata.n_obs, "#888888")
+    else:
+        labels, palette = group_colors(adata, color)
+        colors = np.asarray([palette[c] if c in palette else "#cccccc" for c in labels.astype(object)])
+    for a, coords, title in ((axes[0], Y, f"map: {entry['params']['basis']}"), (axes[1], F, f"fitted map ({elm_key})")):
+        a.scatter(coords[:, 0], coords[:, 1], s=6, c=colors, linewidths=0, rasterized=True)
+        a.set_title(title, fontsize=10)
+    shown = np.random.default_rng(0).permutation(adata.n_obs)[:max_arrows]
+    for rows, col in ((shown[~held[shown]], "#999999"), (shown[held[shown]], "#b2182b")):
+        d = F[rows] - Y[rows]
+        axes[2].quiver(Y[rows, 0], Y[rows, 1], d[:, 0], d[:, 1], angles="xy", scale_units="xy", scale=1, width=0.002, color=col)
+    axes[2].set_title(f"residuals: R^2 {fid['r2_train']:.3f} train, {fid['r2_held_out']:.3f} held out (red)", fontsize=9)
+    for a in axes:
+        a.set_xticks([]), a.set_yticks([])
+    fig.tight_layout()
+    return finish(fig, axes, show=show, return_fig=return_fig, save=save, name="fidelity")

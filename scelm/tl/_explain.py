@@ -1,0 +1,214 @@
+"""``scelm.tl.explain_embedding``: an exact, interpretable encoder of a map the user already
+has (``sc.tl.umap``, t-SNE, a force-directed layout ...), fitted by regression."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+from scanpy import logging as logg
+
+from .._core.blocks import BLOCK_ROWS
+from .._core.options import ACTIVATIONS, Activation
+from .._docs import doc_batch_device, doc_copy, doc_input, doc_params
+from .._input import check_adata, model_input
+from .._model import StoredModel
+from ._fit_params import check_positive_int
+from ._write import compute_outputs, jacobian_storage, write_outputs
+
+# Below this held-out R^2 the explanation describes a visibly different map: warn.
+LOW_FIDELITY = 0.9
+KNN = 15
+
+
+def _target(adata: AnnData, basis: str) -> tuple[str, np.ndarray]:
+    key = basis if basis in adata.obsm else f"X_{basis}"
+    if key not in adata.obsm:
+        raise KeyError(f"basis={basis!r}: neither adata.obsm[{basis!r}] nor adata.obsm['X_{basis}'] exists; available: {list(adata.obsm)}.")
+    Y = np.asarray(adata.obsm[key], dtype=np.float64)
+    if Y.ndim != 2 or Y.shape[1] not in (2, 3):
+        raise ValueError(f"adata.obsm[{key!r}] has shape {Y.shape}; explain_embedding explains 2-D or 3-D maps.")
+    if not np.all(np.isfinite(Y)):
+        raise ValueError(f"adata.obsm[{key!r}] contains NaN or inf.")
+    return key, Y
+
+
+def r2(target: np.ndarray, fitted: np.ndarray) -> float:
+    """Share of the map's variance (all coordinates pooled) the fitted map reproduces."""
+    return float(1.0 - ((fitted - target) ** 2).sum() / max(((target - target.mean(0)) ** 2).sum(), 1e-30))
+
+
+def knn_neighbours(coords: np.ndarray, k: int = KNN) -> np.ndarray:
+    """Each cell's k nearest neighbours (exact, itself excluded)."""
+    import torch
+
+    from .._core.graph import exact_knn
+
+    idx, _ = exact_knn(coords.astype(np.float32), min(k, len(coords) - 1) + 1, device=torch.device("cpu"))
+    return idx[:, 1:]
+
+
+def _fidelity(Y: np.ndarray, fitted: np.ndarray, held: np.ndarray, labels, *, max_cells: int = 20_000, seed: int = 0) -> dict:
+    """R^2 and 15-NN overlap (each cell's neighbours among all cells, in the map and in the
+    fitted map) for the fitted and the held-out cells; per-group R^2 with labels."""
+    cells = np.sort(np.random.default_rng(seed).permutation(len(Y))[:max_cells])  # kNN on at most max_cells
+    a, b = knn_neighbours(Y[cells]), knn_neighbours(fitted[cells])
+    overlap = np.array([len(set(x) & set(y)) / len(x) for x, y in zip(a, b)])
+    out = {}
+    for name, rows in (("train", ~held), ("held_out", held)):
+        out[f"r2_{name}"] = r2(Y[rows], fitted[rows]) if rows.sum() > 1 else float("nan")
+        out[f"knn_overlap_{name}"] = float(overlap[rows[cells]].mean()) if rows[cells].any() else float("nan")
+    if labels is not None:
+        groups = pd.Categorical(labels)
+        names = [str(g) for g in groups.categories if (groups == g).sum() > 1]
+        out["r2_per_group"] = pd.DataFrame(
+            {"r2": [r2(Y[groups == g], fitted[groups == g]) for g in names],
+             "r2_held_out": [r2(Y[(groups == g) & held], fitted[(groups == g) & held]) if ((groups == g) & held).sum() > 1
+                             else np.nan for g in names]},
+            index=names,
+        )
+    return out
+
+
+@doc_params(doc_input=doc_input, doc_batch_device=doc_batch_device, doc_copy=doc_copy)
+def explain_embedding(
+    adata: AnnData,
+    basis: str = "umap",
+    *,
+    key_added: str | None = None,
+    groupby: str | None = None,
+    held_out: float = 0.2,
+    n_models: int = 5,
+    hidden: Sequence[int] = (128, 128),
+    activation: Activation = "relu",
+    weight_decay: float = 1e-4,
+    learning_rate: float = 1e-2,
+    max_steps: int = 4000,
+    n_pcs: int | None = 50,
+    layer: str | None = None,
+    use_raw: bool | None = None,
+    mask_var: str | np.ndarray | None = None,
+    store_jacobian: bool | str = True,
+    random_state: int = 0,
+    device: str = "auto",
+    chunk_size: int = BLOCK_ROWS,
+    copy: bool = False,
+) -> AnnData | None:
+    """Explain a map you already have: fit an exact, interpretable encoder to it.
+
+    ``parametric_umap`` learns a *new* map. This fits the same kind of encoder (bias-free
+    linear layers and ReLU-type activations on PC loadings of uncentred expression) by
+    regression to an existing 2-D or 3-D embedding, e.g. the ``sc.tl.umap`` map your
+    clusters were annotated on, so that every scelm tool explains *that* map: exact
+    contributions (:func:`scelm.get.contributions`), :func:`scelm.tl.rank_genes_elm`,
+    :func:`scelm.tl.perturb`, :func:`scelm.tl.deletion_curve` and the plots, all with
+    ``elm_key=key_added``. The explanation is exact for the fitted map; how close the
+    fitted map is to yours is measured on cells the encoder did not see and stored.
+
+    Use ``explain_embedding`` to explain your figure as it is, and
+    :func:`scelm.tl.parametric_umap` (optionally ``init='X_umap'``) for a new interpretable
+    UMAP whose explanations are exact for the map it shows.
+
+    Parameters
+    ----------
+    adata
+        Annotated data matrix.
+    basis
+        The map: ``obsm[basis]`` or ``obsm['X_' + basis]`` (umap, tsne, draw_graph_fa, ...).
+    key_added
+        Prefix of every key written; default ``'elm_' + basis``.
+    groupby
+        ``obs`` column for per-group fidelity (R^2 of each group's cells).
+    held_out
+        Share of cells kept out of the fit to measure fidelity and stop training early.
+    n_models
+        Encoders fitted together (ensemble; rankings average them, as for parametric_umap).
+    hidden, activation
+        Encoder shape.
+    weight_decay, learning_rate, max_steps
+        AdamW regression (minibatches of up to 4,096 cells), stopped when the held-out error
+        has not improved for 8 checks (every 50 steps); the best weights are kept.
+    n_pcs
+        PC loadings of the front end (``None``: genes directly).
+    {doc_input}
+    store_jacobian
+        Jacobian layers, as in :func:`scelm.tl.parametric_umap`.
+    random_state
+        Seed of the split, the initial weights and the minibatches.
+    {doc_batch_device}
+    {doc_copy}
+
+    Returns
+    -------
+    ``None`` or a copy. Sets ``obsm['X_{{key_added}}']`` (the fitted map), the model in
+    ``uns['{{key_added}}']`` (as :func:`scelm.tl.parametric_umap` writes it) with
+    ``uns['{{key_added}}']['fidelity']``: ``r2_train``, ``r2_held_out``,
+    ``knn_overlap_train``, ``knn_overlap_held_out`` (share of each cell's 15 nearest
+    neighbours in the map that are its neighbours in the fitted map too, among all cells,
+    on at most 20,000 cells) and, with
+    ``groupby``, ``r2_per_group``; plus ``obs['{{key_added}}_held_out']`` and the Jacobian
+    layers. Logs a warning when the held-out R^2 is below 0.9.
+    """
+    import torch
+
+    from .._core.device import resolve_device
+    from .._core.encoder import ELMEncoder, StackedEncoder
+    from .._core.frontend import fit_front_end
+    from .._core.train import FULL_BATCH_MAX, fit_to_layout
+
+    check_adata(adata)
+    key, Y = _target(adata, basis)
+    key_added = f"elm_{basis.removeprefix('X_')}" if key_added is None else key_added
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}.")
+    if not 0.0 < held_out < 1.0:
+        raise ValueError(f"held_out must be a share strictly between 0 and 1, got {held_out!r}.")
+    n_models, max_steps = check_positive_int("n_models", n_models), check_positive_int("max_steps", max_steps)
+    hidden = [check_positive_int("hidden width", h) for h in hidden]
+    labels = None if groupby is None else adata.obs[groupby] if groupby in adata.obs else None
+    if groupby is not None and labels is None:
+        raise KeyError(f"groupby={groupby!r} is not a column of adata.obs.")
+    dev = resolve_device(device)
+    start = logg.info(f"explaining adata.obsm[{key!r}] with an exact encoder (scelm)")
+
+    X, genes, use_raw, _ = model_input(adata, layer=layer, use_raw=use_raw, mask_var=mask_var)
+    jacobian_storage(genes, store_jacobian, None)
+    front_end = fit_front_end(X, n_pcs=n_pcs, center=False)
+    z = torch.as_tensor(front_end.project(X), dtype=torch.float32, device=dev)
+    rng = np.random.default_rng(random_state)
+    held = np.zeros(adata.n_obs, dtype=bool)
+    held[rng.permutation(adata.n_obs)[: max(1, int(round(held_out * adata.n_obs)))]] = True
+    target = torch.as_tensor(Y, dtype=torch.float32, device=dev)
+    fit, val = torch.as_tensor(~held, device=dev), torch.as_tensor(held, device=dev)
+    seeds = [int(np.random.SeedSequence([random_state, i]).generate_state(1)[0]) for i in range(n_models)]
+    stack = StackedEncoder([
+        ELMEncoder(front_end.n_in, hidden, Y.shape[1], activation=activation, generator=torch.Generator().manual_seed(s)) for s in seeds
+    ]).to(dev)
+    checks = fit_to_layout(
+        stack, z[fit], target[fit], max_steps, learning_rate=learning_rate, batch_size=min(int((~held).sum()), FULL_BATCH_MAX),
+        generator=torch.Generator().manual_seed(random_state), weight_decay=weight_decay, validation=(z[val], target[val]),
+    )
+    params = dict(
+        method="explain_embedding", basis=key, n_components=Y.shape[1], hidden=np.asarray(hidden, dtype=np.int64),
+        activation=activation, n_pcs=front_end.n_in, center=False, layer=layer, use_raw=use_raw, n_models=n_models,
+        held_out=float(held_out), weight_decay=float(weight_decay), learning_rate=float(learning_rate),
+        steps=int(len(checks) * 50), random_state=int(random_state), member_seeds=np.asarray(seeds), device=str(dev),
+    )
+    model = StoredModel(genes, front_end, [e.state_to_numpy() for e in stack.unstack()], params, checks[None, :])
+    target_ad = adata.copy() if copy else adata
+    fitted, J, stored = compute_outputs(model, X, target_ad.var_names, store_jacobian=store_jacobian, jacobian_genes=None,
+                                        device=dev, batch_size=chunk_size)
+    fidelity = _fidelity(Y, fitted.astype(np.float64), held, labels)
+    write_outputs(target_ad, key_added, model, fitted, J, stored)
+    target_ad.uns[key_added]["fidelity"] = fidelity
+    target_ad.obs[f"{key_added}_held_out"] = held
+    if fidelity["r2_held_out"] < LOW_FIDELITY:
+        logg.warning(
+            f"The encoder reproduces adata.obsm[{key!r}] on held-out cells with R^2 = {fidelity['r2_held_out']:.3f} only: "
+            "its explanations describe a visibly different map (see scelm.pl.fidelity)."
+        )
+    logg.info(f"    finished: held-out R^2 {fidelity['r2_held_out']:.3f}, 15-NN overlap {fidelity['knn_overlap_held_out']:.2f}",
+              time=start, deep=f"added\n    'X_{key_added}', fitted map (adata.obsm)\n    '{key_added}', model and fidelity (adata.uns)")
+    return target_ad if copy else None
