@@ -151,12 +151,7 @@ def explain_embedding(
     ``groupby``, ``r2_per_group``; plus ``obs['{{key_added}}_held_out']`` and the Jacobian
     layers. Logs a warning when the held-out R^2 is below 0.9.
     """
-    import torch
-
     from .._core.device import resolve_device
-    from .._core.encoder import ELMEncoder, StackedEncoder
-    from .._core.frontend import fit_front_end
-    from .._core.train import FULL_BATCH_MAX, fit_to_layout
 
     check_adata(adata)
     key, Y = _target(adata, basis)
@@ -167,43 +162,32 @@ def explain_embedding(
         raise ValueError(f"held_out must be a share strictly between 0 and 1, got {held_out!r}.")
     n_models, max_steps = check_positive_int("n_models", n_models), check_positive_int("max_steps", max_steps)
     hidden = [check_positive_int("hidden width", h) for h in hidden]
-    labels = None if groupby is None else adata.obs[groupby] if groupby in adata.obs else None
-    if groupby is not None and labels is None:
+    if groupby is not None and groupby not in adata.obs:
         raise KeyError(f"groupby={groupby!r} is not a column of adata.obs.")
     dev = resolve_device(device)
     start = logg.info(f"explaining adata.obsm[{key!r}] with an exact encoder (scelm)")
-
     X, genes, use_raw, _ = model_input(adata, layer=layer, use_raw=use_raw, mask_var=mask_var)
     jacobian_storage(genes, store_jacobian, None)
-    front_end = fit_front_end(X, n_pcs=n_pcs, center=False)
-    z = torch.as_tensor(front_end.project(X), dtype=torch.float32, device=dev)
-    rng = np.random.default_rng(random_state)
     held = np.zeros(adata.n_obs, dtype=bool)
-    held[rng.permutation(adata.n_obs)[: max(1, int(round(held_out * adata.n_obs)))]] = True
-    target = torch.as_tensor(Y, dtype=torch.float32, device=dev)
-    fit, val = torch.as_tensor(~held, device=dev), torch.as_tensor(held, device=dev)
-    seeds = [int(np.random.SeedSequence([random_state, i]).generate_state(1)[0]) for i in range(n_models)]
-    stack = StackedEncoder([
-        ELMEncoder(front_end.n_in, hidden, Y.shape[1], activation=activation, generator=torch.Generator().manual_seed(s)) for s in seeds
-    ]).to(dev)
-    checks = fit_to_layout(
-        stack, z[fit], target[fit], max_steps, learning_rate=learning_rate, batch_size=min(int((~held).sum()), FULL_BATCH_MAX),
-        generator=torch.Generator().manual_seed(random_state), weight_decay=weight_decay, validation=(z[val], target[val]),
+    held[np.random.default_rng(random_state).permutation(adata.n_obs)[: max(1, int(round(held_out * adata.n_obs)))]] = True
+    model = _fit_to_map(
+        X, genes, Y, held, n_pcs=n_pcs, hidden=hidden, activation=activation, n_models=n_models, max_steps=max_steps,
+        learning_rate=learning_rate, weight_decay=weight_decay, random_state=random_state, device=dev,
     )
-    params = dict(
-        method="explain_embedding", basis=key, n_components=Y.shape[1], hidden=np.asarray(hidden, dtype=np.int64),
-        activation=activation, n_pcs=front_end.n_in, center=False, layer=layer, use_raw=use_raw, n_models=n_models,
-        held_out=float(held_out), weight_decay=float(weight_decay), learning_rate=float(learning_rate),
-        steps=int(len(checks) * 50), random_state=int(random_state), member_seeds=np.asarray(seeds), device=str(dev),
-    )
-    model = StoredModel(genes, front_end, [e.state_to_numpy() for e in stack.unstack()], params, checks[None, :])
-    target_ad = adata.copy() if copy else adata
-    fitted, J, stored = compute_outputs(model, X, target_ad.var_names, store_jacobian=store_jacobian, jacobian_genes=None,
+    model.params.update(basis=key, layer=layer, use_raw=use_raw, held_out=float(held_out))
+    target = adata.copy() if copy else adata
+    fitted, J, stored = compute_outputs(model, X, target.var_names, store_jacobian=store_jacobian, jacobian_genes=None,
                                         device=dev, batch_size=chunk_size)
-    fidelity = _fidelity(Y, fitted.astype(np.float64), held, labels)
-    write_outputs(target_ad, key_added, model, fitted, J, stored)
-    target_ad.uns[key_added]["fidelity"] = fidelity
-    target_ad.obs[f"{key_added}_held_out"] = held
+    fidelity = _fidelity(Y, fitted.astype(np.float64), held, None if groupby is None else adata.obs[groupby])
+    write_outputs(target, key_added, model, fitted, J, stored)
+    target.uns[key_added]["fidelity"] = fidelity
+    target.obs[f"{key_added}_held_out"] = held
+    _report(fidelity, key, key_added, start)
+    return target if copy else None
+
+
+def _report(fidelity: dict, key: str, key_added: str, start) -> None:
+    """Warn when the fitted map strays from the user's; log what was added."""
     if fidelity["r2_held_out"] < LOW_FIDELITY:
         logg.warning(
             f"The encoder reproduces adata.obsm[{key!r}] on held-out cells with R^2 = {fidelity['r2_held_out']:.3f} only: "
@@ -211,4 +195,36 @@ def explain_embedding(
         )
     logg.info(f"    finished: held-out R^2 {fidelity['r2_held_out']:.3f}, 15-NN overlap {fidelity['knn_overlap_held_out']:.2f}",
               time=start, deep=f"added\n    'X_{key_added}', fitted map (adata.obsm)\n    '{key_added}', model and fidelity (adata.uns)")
-    return target_ad if copy else None
+
+
+def _fit_to_map(
+    X, genes, Y: np.ndarray, held: np.ndarray, *, n_pcs, hidden, activation, n_models, max_steps, learning_rate, weight_decay,
+    random_state: int, device,
+) -> StoredModel:
+    """Front end and an ensemble regressed onto ``Y`` on the cells not ``held`` out, with
+    early stopping on the held-out ones."""
+    import torch
+
+    from .._core.encoder import ELMEncoder, StackedEncoder
+    from .._core.frontend import fit_front_end
+    from .._core.train import FULL_BATCH_MAX, fit_to_layout
+
+    front_end = fit_front_end(X, n_pcs=n_pcs, center=False)
+    z = torch.as_tensor(front_end.project(X), dtype=torch.float32, device=device)
+    target = torch.as_tensor(Y, dtype=torch.float32, device=device)
+    fit, val = torch.as_tensor(~held, device=device), torch.as_tensor(held, device=device)
+    seeds = [int(np.random.SeedSequence([random_state, i]).generate_state(1)[0]) for i in range(n_models)]
+    stack = StackedEncoder([
+        ELMEncoder(front_end.n_in, hidden, Y.shape[1], activation=activation, generator=torch.Generator().manual_seed(s)) for s in seeds
+    ]).to(device)
+    checks = fit_to_layout(
+        stack, z[fit], target[fit], max_steps, learning_rate=learning_rate, batch_size=min(int((~held).sum()), FULL_BATCH_MAX),
+        generator=torch.Generator().manual_seed(random_state), weight_decay=weight_decay, validation=(z[val], target[val]),
+    )
+    params = dict(
+        method="explain_embedding", n_components=Y.shape[1], hidden=np.asarray(hidden, dtype=np.int64), activation=activation,
+        n_pcs=front_end.n_in, center=False, n_models=n_models, weight_decay=float(weight_decay),
+        learning_rate=float(learning_rate), steps=int(len(checks) * 50), random_state=int(random_state),
+        member_seeds=np.asarray(seeds), device=str(device),
+    )
+    return StoredModel(genes, front_end, [e.state_to_numpy() for e in stack.unstack()], params, checks[None, :])

@@ -18,7 +18,7 @@ from .._input import check_adata, model_input
 from .._model import StoredModel
 from ._fit_params import FitParams
 from ._graph import graph_edges
-from ._write import compute_outputs, jacobian_storage, write_outputs
+from ._write import compute_outputs, jacobian_storage, log_written, write_outputs
 
 
 def _start_layout(adata: AnnData, init: str, z: np.ndarray, edges, n_components: int, seed: int) -> np.ndarray | None:
@@ -212,14 +212,7 @@ def parametric_umap(
         batch_size=p.chunk_size,
     )
     write_outputs(target, key_added, model, Y, J, stored_genes)
-    logg.info(
-        "    finished",
-        time=start,
-        deep=(
-            f"added\n    'X_{key_added}', embedding (adata.obsm)\n    '{key_added}', model (adata.uns)"
-            + (f"\n    '{key_added}_jacobian_*', Jacobians (adata.layers)" if J is not None else "")
-        ),
-    )
+    log_written(start, key_added, J)
     return target if copy else None
 
 

@@ -74,3 +74,15 @@ def write_outputs(adata: AnnData, key: str, model: StoredModel, Y: np.ndarray, J
     if J is not None:
         for k, layer in enumerate(_keys.jacobian_layers(key, len(J))):
             adata.layers[layer] = J[k]
+
+
+def log_written(start, key_added: str, J) -> None:
+    """scanpy's closing log line: what was added where."""
+    logg.info(
+        "    finished",
+        time=start,
+        deep=(
+            f"added\n    'X_{key_added}', embedding (adata.obsm)\n    '{key_added}', model (adata.uns)"
+            + (f"\n    '{key_added}_jacobian_*', Jacobians (adata.layers)" if J is not None else "")
+        ),
+    )
