@@ -295,3 +295,20 @@ def test_bfloat16_training_keeps_quality(sim):
         assert adata.uns["elm"]["params"]["precision"] == precision
         scores[precision] = trustworthiness(adata.X.toarray(), adata.obsm["X_elm"], n_neighbors=15)
     assert abs(scores["bfloat16"] - scores["float32"]) < 0.02
+
+
+def test_store_jacobian_auto_follows_the_memory_budget(pbmc):
+    scelm.tl.parametric_umap(pbmc, **FAST)  # 700 x 765 x 2 float32 layers: 4.3 MB, under 1 GB
+    assert pbmc.layers["elm_jacobian_0"].dtype == np.float32
+    budget = scelm.settings.jacobian_layers_max_gb
+    scelm.settings.jacobian_layers_max_gb = 0.001
+    try:
+        scelm.tl.parametric_umap(pbmc, **FAST, key_added="big")
+        assert not any(k.startswith("big_jacobian") for k in pbmc.layers)
+        np.testing.assert_array_equal(scelm.get.jacobian(pbmc, elm_key="big"), scelm.get.jacobian(pbmc))  # recomputed
+        scelm.tl.parametric_umap(pbmc, **FAST, key_added="some", jacobian_genes=["LYZ"])  # genes asked for: stored
+        assert "some_jacobian_0" in pbmc.layers
+    finally:
+        scelm.settings.jacobian_layers_max_gb = budget
+    with pytest.raises(ValueError, match="jacobian_layers_max_gb"):
+        scelm.settings.jacobian_layers_max_gb = -1

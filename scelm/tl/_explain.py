@@ -90,7 +90,7 @@ def explain_embedding(
     layer: str | None = None,
     use_raw: bool | None = None,
     mask_var: str | np.ndarray | None = None,
-    store_jacobian: bool | str = True,
+    store_jacobian: bool | str = "auto",
     random_state: int = 0,
     device: str = "auto",
     chunk_size: int = BLOCK_ROWS,

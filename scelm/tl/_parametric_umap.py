@@ -61,7 +61,7 @@ def parametric_umap(
     layer: str | None = None,
     use_raw: bool | None = None,
     mask_var: str | np.ndarray | None = None,
-    store_jacobian: bool | Literal["float32", "float16"] = True,
+    store_jacobian: bool | Literal["auto", "float32", "float16"] = "auto",
     jacobian_genes: Sequence[str] | None = None,
     n_models: int | None = None,
     precision: Precision = "float32",
@@ -142,7 +142,10 @@ def parametric_umap(
     {doc_input}
     store_jacobian
         Write ``layers['{{key_added}}_jacobian_{{k}}']`` (cells x genes, zeros for genes the
-        model does not read): ``True``/``'float32'``; ``'float16'`` halves their memory (for
+        model does not read): ``'auto'`` (default) stores float32 layers when they take at
+        most ``scelm.settings.jacobian_layers_max_gb`` (1 GB: pbmc68k_reduced or 10,000
+        cells x 2,000 genes keep theirs, an atlas does not) and logs how to get them
+        otherwise; ``True``/``'float32'`` always; ``'float16'`` halves their memory (for
         plotting with scanpy; scelm's own functions then recompute exact values); ``False``
         stores none. :func:`scelm.get.jacobian` recomputes exactly from the model whenever the
         layers are not the complete float32 Jacobian.

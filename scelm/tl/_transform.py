@@ -23,7 +23,7 @@ def transform(
     *,
     elm_key: str = _keys.DEFAULT_KEY,
     key_added: str | None = None,
-    store_jacobian: bool | Literal["float32", "float16"] = True,
+    store_jacobian: bool | Literal["auto", "float32", "float16"] = "auto",
     jacobian_genes: Sequence[str] | None = None,
     device: str = "auto",
     chunk_size: int = BLOCK_ROWS,

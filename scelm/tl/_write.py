@@ -15,15 +15,34 @@ from .._model import StoredModel
 DTYPES = {True: np.float32, "float32": np.float32, "float16": np.float16}
 
 
+def resolve_auto(store_jacobian, n_obs: int, n_vars: int, n_components: int):
+    """``'auto'``: store float32 layers when they fit ``scelm.settings.jacobian_layers_max_gb``."""
+    from .._settings import settings
+
+    if not (isinstance(store_jacobian, str) and store_jacobian == "auto"):
+        return store_jacobian
+    size_gb = n_obs * n_vars * n_components * 4 / 1e9
+    if size_gb <= settings.jacobian_layers_max_gb:
+        return True
+    logg.info(
+        f"    Jacobian layers not stored: they would take {size_gb:.2f} GB, more than "
+        f"scelm.settings.jacobian_layers_max_gb = {settings.jacobian_layers_max_gb}. scelm recomputes them "
+        "exactly when needed; pass store_jacobian=True (or raise the setting) to store them."
+    )
+    return False
+
+
 def jacobian_storage(genes: np.ndarray, store_jacobian, jacobian_genes) -> tuple[type | None, np.ndarray | None]:
     """``(dtype, model-gene positions to store)``; positions None means every model gene,
     dtype None means no layers."""
+    if isinstance(store_jacobian, str) and store_jacobian == "auto":
+        store_jacobian = True  # compute_outputs has applied the size rule; chosen genes are stored
     if isinstance(store_jacobian, bool) and not store_jacobian:
         if jacobian_genes is not None:
             raise ValueError("jacobian_genes chooses which Jacobian layers to store; it needs store_jacobian.")
         return None, None
     if not isinstance(store_jacobian, (bool, str)) or store_jacobian not in DTYPES:
-        raise ValueError(f"store_jacobian must be True, False, 'float32' or 'float16', got {store_jacobian!r}.")
+        raise ValueError(f"store_jacobian must be 'auto', True, False, 'float32' or 'float16', got {store_jacobian!r}.")
     if jacobian_genes is None:
         return DTYPES[store_jacobian], None
     names = pd.Index([jacobian_genes] if isinstance(jacobian_genes, str) else [str(g) for g in jacobian_genes])
@@ -38,6 +57,8 @@ def compute_outputs(model: StoredModel, X, target_var_names: pd.Index, *, store_
     or None) and the stored gene names when only some genes are stored (else None)."""
     from .._core.jacobian import embed, iter_batches
 
+    if jacobian_genes is None:
+        store_jacobian = resolve_auto(store_jacobian, X.shape[0], len(target_var_names), model.n_components)
     dtype, subset = jacobian_storage(model.genes, store_jacobian, jacobian_genes)
     n, d = X.shape[0], model.n_components
     genes = model.genes if subset is None else model.genes[subset]
