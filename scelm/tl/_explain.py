@@ -15,7 +15,7 @@ from .._core.options import ACTIVATIONS, Activation
 from .._docs import doc_batch_device, doc_copy, doc_input, doc_params
 from .._input import check_adata, model_input
 from .._model import StoredModel
-from ._fit_params import check_positive_int
+from ._fit_params import check_positive_int, member_seeds
 from ._write import compute_outputs, jacobian_storage, write_outputs
 
 # Below this held-out R^2 the explanation describes a visibly different map: warn.
@@ -213,7 +213,7 @@ def _fit_to_map(
     z = torch.as_tensor(front_end.project(X), dtype=torch.float32, device=device)
     target = torch.as_tensor(Y, dtype=torch.float32, device=device)
     fit, val = torch.as_tensor(~held, device=device), torch.as_tensor(held, device=device)
-    seeds = [int(np.random.SeedSequence([random_state, i]).generate_state(1)[0]) for i in range(n_models)]
+    seeds = member_seeds(random_state, n_models)
     stack = StackedEncoder([
         ELMEncoder(front_end.n_in, hidden, Y.shape[1], activation=activation, generator=torch.Generator().manual_seed(s)) for s in seeds
     ]).to(device)

@@ -113,6 +113,10 @@ class FitParams:
         )
 
     def member_seeds(self) -> list[int]:
-        """Initial-weight seeds of the ensemble's models: independent streams of the seed
-        (``seed + i`` would make random_state=0 and 1 share models)."""
-        return [int(np.random.SeedSequence([self.seed, i]).generate_state(1)[0]) for i in range(self.n_models)]
+        return member_seeds(self.seed, self.n_models)
+
+
+def member_seeds(seed: int, n_models: int) -> list[int]:
+    """Initial-weight seeds of an ensemble's models: independent streams of ``seed``
+    (``seed + i`` would make random_state=0 and 1 share models)."""
+    return [int(np.random.SeedSequence([seed, i]).generate_state(1)[0]) for i in range(n_models)]
