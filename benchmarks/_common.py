@@ -41,6 +41,43 @@ class PeakRSS:
         self.peak = max(self.peak, self._proc.memory_info().rss / 2**30)
 
 
+class StagePeaks(PeakRSS):
+    """:class:`PeakRSS` that also keeps the peak of each named stage: ``stage(name)`` marks
+    where the next stage starts; ``peaks`` maps each stage to its peak RSS (GB)."""
+
+    def __enter__(self):
+        self.current, self.peaks = "start", {}
+        return super().__enter__()
+
+    def stage(self, name: str) -> None:
+        self._note()
+        self.current = name
+
+    def _note(self):
+        rss = self._proc.memory_info().rss / 2**30
+        self.peak = max(self.peak, rss)
+        self.peaks[self.current] = max(self.peaks.get(self.current, 0.0), rss)
+
+    def _sample(self):
+        while not self._stop.wait(0.005):
+            self._note()
+
+    def __exit__(self, *exc):
+        super().__exit__(*exc)
+        self._note()
+
+
+def warm_umap() -> None:
+    """Compile umap-learn's numba code before timing it: its exact kNN below 4,096 cells and
+    pynndescent from 4,096 on are different code, so warm both (a 300-cell warm-up left
+    pynndescent's compilation, about 20 s, inside the first large fit's time)."""
+    import umap
+
+    rng = np.random.default_rng(0)
+    for n in (300, 5000):
+        umap.UMAP(n_neighbors=15, n_epochs=5).fit_transform(rng.normal(size=(n, 50)).astype(np.float32))
+
+
 def peak_rss_gb() -> float:
     """Peak resident memory of this process so far (Linux: ru_maxrss in KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import knn_accuracy, peak_rss_gb, print_table, run_isolated, timer, trustworthiness  # noqa: E402
+from _common import knn_accuracy, peak_rss_gb, print_table, run_isolated, timer, trustworthiness, warm_umap  # noqa: E402
 
 warnings.filterwarnings("ignore")
 
@@ -45,7 +45,7 @@ def run_umap(adata, ref):
     import umap
 
     n_neighbors = 10 if "neighbors" in adata.uns else 15  # pbmc68k_reduced's stored graph uses 10
-    umap.UMAP(n_neighbors=5, n_epochs=5).fit_transform(ref[:300])  # warm numba
+    warm_umap()
     out = {}
     with timer(out, "fit_s"):
         Y = umap.UMAP(n_neighbors=n_neighbors, min_dist=0.5).fit_transform(ref)

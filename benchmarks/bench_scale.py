@@ -2,6 +2,7 @@
 
     python benchmarks/bench_scale.py [--sizes 1000 10000 50000 100000 200000] [--n-genes 2000]
                                      [--device cpu|cuda] [--timeout 1800]
+    python benchmarks/bench_scale.py --memory --sizes 100000 [--repeats 3]
 
 Data: ``scelm.datasets.simulate_markers`` (8 types), log-normalised sparse X, written once
 per size to ``--workdir`` with scanpy's 50 PCs. Each (size, method) runs in a fresh
@@ -9,8 +10,12 @@ process. umap-learn embeds the 50 PCs (``sc.pp.neighbors`` fails from 8,192 cell
 scipy >= 1.15, so it is called directly); scelm reads X itself (its own PCA, graph, fit),
 then ``rank_genes_elm`` computes Jacobian group moments for every cell.
 
-Memory (#7): ``peak_over_X`` is the peak RSS added during ``parametric_umap(
-store_jacobian=False)`` + ``rank_genes_elm`` over the bytes of X (goal <= 3).
+Memory: ``peak_over_X`` is the peak RSS added during ``parametric_umap(
+store_jacobian=False)`` + ``rank_genes_elm`` over the bytes of X; "scelm (dense X)" is the
+same with X densified (float32) first. ``--memory`` instead runs the defaults
+(``store_jacobian='auto'``) at the largest size, sparse and dense, ``--repeats`` fresh
+processes each, and prints the peak added by each stage (input checks, front end, graph,
+training, outputs, ranking), RSS sampled every 5 ms.
 Quality: trustworthiness and kNN label accuracy on 5,000 cells, against the 50 PCs.
 """
 
@@ -27,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import PeakRSS, knn_accuracy, print_table, run_isolated, timer, trustworthiness  # noqa: E402
+from _common import PeakRSS, StagePeaks, knn_accuracy, print_table, run_isolated, timer, trustworthiness, warm_umap  # noqa: E402
 
 warnings.filterwarnings("ignore")
 
@@ -54,7 +59,7 @@ def x_bytes(X) -> int:
 def run_umap(adata, device):
     import umap
 
-    umap.UMAP(n_neighbors=5, n_epochs=5).fit_transform(adata.obsm["X_pca"][:300])  # warm numba
+    warm_umap()
     out = {}
     with PeakRSS() as mem, timer(out, "total_s"):
         Y = umap.UMAP(n_neighbors=15, min_dist=0.5, random_state=0).fit_transform(adata.obsm["X_pca"])
@@ -93,7 +98,64 @@ def run_scelm(adata, device):
     return adata.obsm["X_elm"], out
 
 
-METHODS = {"umap-learn": run_umap, "scelm": run_scelm}
+def run_scelm_dense(adata, device):
+    adata.X = adata.X.toarray()  # float32, as dense as an atlas someone densified
+    return run_scelm(adata, device)
+
+
+METHODS = {"umap-learn": run_umap, "scelm": run_scelm, "scelm (dense X)": run_scelm_dense}
+STAGES = ["input", "front end", "graph", "training", "outputs", "ranking"]
+
+
+def stage_peaks(path: str, layout: str, device: str) -> dict:
+    """Peak RSS added by each stage of the defaults' ``parametric_umap`` + ``rank_genes_elm``,
+    over the bytes of X, in this (fresh) process; RSS sampled every 5 ms."""
+    import anndata as ad
+    import scanpy as sc
+
+    import scelm
+    import scelm._core.frontend as frontend
+    import scelm._core.train as train
+    import scelm.tl._parametric_umap as pu
+
+    sc.settings.verbosity = 0
+    adata = ad.read_h5ad(path)
+    if layout == "dense":
+        adata.X = adata.X.toarray()
+    gc.collect()
+    with StagePeaks() as mem:
+        def marked(module, name, stage):
+            original = getattr(module, name)
+            setattr(module, name, lambda *a, **k: (mem.stage(stage), original(*a, **k))[1])
+
+        for module, name, stage in [(pu, "model_input", "input"), (frontend, "fit_front_end", "front end"),
+                                    (pu, "graph_edges", "graph"), (train, "train_encoder", "training"),
+                                    (pu, "compute_outputs", "outputs")]:
+            marked(module, name, stage)
+        scelm.tl.parametric_umap(adata, device=device)
+        mem.stage("ranking")
+        scelm.tl.rank_genes_elm(adata, "cell_type", device=device)
+    out = {stage: (mem.peaks.get(stage, mem.before) - mem.before) * 2**30 / x_bytes(adata.X) for stage in STAGES}
+    out.update(X=layout, X_gb=x_bytes(adata.X) / 2**30, peak_over_X=(mem.peak - mem.before) * 2**30 / x_bytes(adata.X),
+               layers_gb=sum(v.nbytes for k, v in adata.layers.items() if "jacobian" in k) / 2**30)
+    return out
+
+
+def memory_table(args) -> None:
+    """Peak by stage, dense and sparse X, ``--repeats`` fresh processes each."""
+    n = args.sizes[-1]
+    path = data_path(args.workdir, n, args.n_genes)
+    rows = []
+    for layout in ("sparse", "dense"):
+        for repeat in range(args.repeats):
+            cmd = [sys.executable, __file__, "--stages", str(path), layout, "--device", args.device]
+            r = run_isolated(cmd, args.timeout, f"{n}/{layout}/{repeat}")
+            if r is not None and not r.get("stopped"):
+                rows.append(dict(cells=n, repeat=repeat, **r))
+                print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    cols = ["cells", "X", "repeat", "X_gb", *STAGES, "peak_over_X", "layers_gb"]
+    print_table([{c: r.get(c, "") for c in cols} for r in rows],
+                f"Peak RSS added by stage over X, defaults ({args.device}, {args.n_genes} genes, fresh process each)")
 
 
 def one(path: str, method: str, device: str) -> dict:
@@ -117,11 +179,20 @@ def main() -> None:
     p.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "scelm_bench")
     p.add_argument("--timeout", type=float, default=1800, help="seconds allowed per (size, method)")
     p.add_argument("--one", nargs=2, metavar=("PATH", "METHOD"))
+    p.add_argument("--memory", action="store_true", help="only the peak-by-stage table, at the largest --sizes")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--stages", nargs=2, metavar=("PATH", "LAYOUT"))
     args = p.parse_args()
     if args.one:
         print(json.dumps(one(*args.one, args.device)))
         return
+    if args.stages:
+        print(json.dumps(stage_peaks(*args.stages, args.device)))
+        return
     args.workdir.mkdir(parents=True, exist_ok=True)
+    if args.memory:
+        memory_table(args)
+        return
     rows = []
     for n in args.sizes:
         path = data_path(args.workdir, n, args.n_genes)

@@ -116,7 +116,32 @@ def test_graph_reuse_is_scanpys(pbmc):
 
 def test_builds_own_graph_without_neighbors(sim):
     scelm.tl.parametric_umap(sim, **FAST, n_neighbors=10)
-    assert sim.uns["elm"]["params"]["graph"] == "scelm:10"
+    assert sim.uns["elm"]["params"]["graph"] == "scelm:10:exact"  # 'auto' below 50,000 cells on CPU
+
+
+def test_knn_methods_are_selectable_and_agree():
+    """The exact kNN (what 'auto' runs on a GPU up to 2 million cells) and pynndescent (what
+    it runs on CPU above 50,000) are both reachable by parameter, and find the same graph."""
+    from scelm._core.graph import knn_method
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert knn_method(60_000, "auto", cpu) == "nndescent" and knn_method(60_000, "auto", cuda) == "exact"
+    assert knn_method(100, "nndescent", cuda) == "nndescent" and knn_method(10**7, "exact", cpu) == "exact"
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(1500, 10)).astype(np.float32)
+    x[:700] += 3.0
+    graphs = {m: fuzzy_graph(x, n_neighbors=15, random_state=0, device=cpu, method=m) for m in ("exact", "nndescent")}
+    exact, approx = (edges_from_connectivities(g) for g in graphs.values())
+    pairs = lambda e: set(zip(e.head.tolist(), e.tail.tolist()))  # noqa: E731
+    assert len(pairs(exact) & pairs(approx)) / len(pairs(exact)) > 0.95
+
+
+@pytest.mark.parametrize("knn", ["exact", "nndescent"])
+def test_parametric_umap_knn_parameter(sim, knn):
+    adata = sim.copy()
+    scelm.tl.parametric_umap(adata, **FAST, knn=knn, store_jacobian=False)
+    assert adata.uns["elm"]["params"]["graph"] == f"scelm:15:{knn}"
+    assert np.all(np.isfinite(adata.obsm["X_elm"]))
 
 
 def test_own_graph_at_scanpy_breaking_size():
@@ -223,6 +248,7 @@ def test_import_does_not_import_torch():
         (dict(mask_var="nope"), KeyError, "mask_var"),
         (dict(device="tpu"), ValueError, "device"),
         (dict(precision="float16"), ValueError, "precision"),
+        (dict(knn="annoy"), ValueError, "knn"),
     ],
 )
 def test_bad_arguments(pbmc, kwargs, exc, match):

@@ -2,9 +2,9 @@
 
 Built graphs avoid ``sc.pp.neighbors``: with pynndescent 0.7 and scipy >= 1.17 it fails
 from 8,192 cells on (``csr_array`` has no ``getnnz``). We compute the kNN ourselves
-(exact chunked torch matmul up to ``exact_max`` cells, ``exact_max_gpu`` on a GPU,
-pynndescent above) and hand it to umap-learn's ``fuzzy_simplicial_set``, which is what
-scanpy does after its own kNN.
+(exact chunked torch matmul, the same code on CPU and GPU, up to ``EXACT_MAX`` cells of
+the device, pynndescent above, or either by choice) and hand it to umap-learn's
+``fuzzy_simplicial_set``, which is what scanpy does after its own kNN.
 """
 
 from __future__ import annotations
@@ -67,24 +67,28 @@ def exact_knn(x: np.ndarray, k: int, *, device) -> tuple[np.ndarray, np.ndarray]
     return torch.cat(idx_out).numpy().astype(np.int64), torch.cat(dist_out).numpy().astype(np.float32)
 
 
-def fuzzy_graph(
-    x: np.ndarray,
-    *,
-    n_neighbors: int,
-    random_state: int | None,
-    device,
-    exact_max: int = 50_000,
-    exact_max_gpu: int = 2_000_000,
-):
-    """UMAP fuzzy simplicial set of the rows of ``x`` (cells x features), as CSR."""
+# Exact kNN costs n^2 distances: 19 s on 2 CPU cores at 50,000 cells (bench_scale.py); a
+# GPU affords it up to about 2 million cells (not measured: no GPU was available).
+EXACT_MAX = {"cpu": 50_000, "cuda": 2_000_000}
+
+
+def knn_method(n_obs: int, method: str, device) -> str:
+    """``'exact'`` or ``'nndescent'``: ``method`` itself, or for ``'auto'`` exact up to
+    ``EXACT_MAX`` cells of ``device``'s type. The only place the device picks the code path."""
+    if method != "auto":
+        return method
+    return "exact" if n_obs <= EXACT_MAX.get(device.type, EXACT_MAX["cpu"]) else "nndescent"
+
+
+def fuzzy_graph(x: np.ndarray, *, n_neighbors: int, random_state: int | None, device, method: str = "auto"):
+    """UMAP fuzzy simplicial set of the rows of ``x`` (cells x features), as CSR; the kNN
+    by ``method`` (see :func:`knn_method`)."""
     from umap.umap_ import fuzzy_simplicial_set
 
     n = x.shape[0]
     if n_neighbors < 2 or n_neighbors > n:
         raise ValueError(f"n_neighbors must be in [2, n_obs={n}], got {n_neighbors}.")
-    # Exact kNN costs n^2 distances: 19 s on 2 CPU cores at 50,000 cells (bench_scale.py);
-    # a GPU affords it up to about 2 million cells (not measured here). pynndescent beyond.
-    if n <= (exact_max_gpu if device.type == "cuda" else exact_max):
+    if knn_method(n, method, device) == "exact":
         knn_idx, knn_dist = exact_knn(x, n_neighbors, device=device)
     else:
         from pynndescent import NNDescent

@@ -63,15 +63,18 @@ def umap_loss_and_gradient(
     per_pair = (-1,) + (1,) * (y.dim() - 2)  # pair weights broadcast over members
     weight, neg_weight = weight.view(per_pair), neg_weight.view(per_pair)
     total = weight.sum()
-    diff = y[head] - y[tail]
+    # index_select and 1-D index_add_ rather than advanced indexing: 2-4x faster on CPU.
+    diff = y.index_select(0, head) - y.index_select(0, tail)
     d2 = diff.pow(2).sum(-1).clamp_min(1e-12)
     d2b = d2.pow(b)
     coef = weight * (2.0 * a * b) * d2b / (d2 * (1.0 + a * d2b))
-    if neg_tail.dim() == 2:  # (pairs, M): each member draws its own negatives
-        members = torch.arange(y.shape[1], device=y.device).expand_as(neg_tail)
-        ndiff = y[neg_head] - y[neg_tail, members]
+    per_member = neg_tail.dim() == 2  # (pairs, M): each member draws its own negatives
+    if per_member:  # row neg_tail[p, m] of member m is row neg_tail[p, m] * M + m of y as (n * M, d)
+        n_members = y.shape[1]
+        flat_tail = (neg_tail * n_members + torch.arange(n_members, device=y.device)).view(-1)
+        ndiff = y.index_select(0, neg_head) - y.flatten(0, 1).index_select(0, flat_tail).view(len(neg_head), n_members, -1)
     else:
-        ndiff = y[neg_head] - y[neg_tail]
+        ndiff = y.index_select(0, neg_head) - y.index_select(0, neg_tail)
     nd2 = ndiff.pow(2).sum(-1)
     x = nd2 + REPULSION_EPS
     xb = x.pow(b)
@@ -81,8 +84,8 @@ def umap_loss_and_gradient(
     grad = torch.zeros_like(y)
     grad.index_add_(0, head, pair).index_add_(0, tail, -pair)
     grad.index_add_(0, neg_head, npair)
-    if neg_tail.dim() == 2:
-        grad.index_put_((neg_tail, members), -npair, accumulate=True)
+    if per_member:
+        grad.view(-1, y.shape[-1]).index_add_(0, flat_tail, -npair.reshape(-1, y.shape[-1]))
     else:
         grad.index_add_(0, neg_tail, -npair)
     attract = (weight * attraction(d2, a, b)).sum(0)

@@ -9,6 +9,7 @@ Precision = Literal["float32", "bfloat16"]
 Score = Literal["separation", "position", "magnitude", "weight"]
 CorrMethod = Literal["benjamini-hochberg", "bonferroni"]
 Protocol = Literal["both", "group"]
+KnnMethod = Literal["auto", "exact", "nndescent"]
 
 ACTIVATIONS = get_args(Activation)
 INITS = get_args(Init)
@@ -16,3 +17,4 @@ PRECISIONS = get_args(Precision)
 SCORES = get_args(Score)
 CORR_METHODS = get_args(CorrMethod)
 PROTOCOLS = get_args(Protocol)
+KNN_METHODS = get_args(KnnMethod)

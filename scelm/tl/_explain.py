@@ -219,7 +219,7 @@ def _fit_to_map(
     ]).to(device)
     checks = fit_to_layout(
         stack, z[fit], target[fit], max_steps, learning_rate=learning_rate, batch_size=min(int((~held).sum()), FULL_BATCH_MAX),
-        generator=torch.Generator().manual_seed(random_state), weight_decay=weight_decay, validation=(z[val], target[val]),
+        generator=torch.Generator(device=device).manual_seed(random_state), weight_decay=weight_decay, validation=(z[val], target[val]),
     )
     params = dict(
         method="explain_embedding", n_components=Y.shape[1], hidden=np.asarray(hidden, dtype=np.int64), activation=activation,

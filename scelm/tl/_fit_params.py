@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 from anndata import AnnData
 
-from .._core.options import ACTIVATIONS, INITS, PRECISIONS
+from .._core.options import ACTIVATIONS, INITS, KNN_METHODS, PRECISIONS
 
 # Ensemble members trained together by default where training is full batch. Measured on
 # pbmc68k_reduced, 5 seeds (benchmarks/bench_trust.py): top-10 agreement across seeds 0.38
@@ -25,11 +25,16 @@ def check_positive_int(name: str, value, minimum: int = 1) -> int:
 
 
 def default_epochs(n_obs: int, batch_size: int, init: str) -> int:
-    # One step per epoch on full batch needs more epochs to settle (umap-learn: 500 / 200);
-    # started from a layout, 400 full-batch epochs keep trustworthiness within 0.01 of 600.
+    # Measured with benchmarks/bench_speed.py (3 seeds; trustworthiness and 15-NN accuracy
+    # against the 0.2 defaults, 400 full-batch / 300 block epochs):
+    # - full batch is one step per epoch, and larger graphs need more steps: from a starting
+    #   layout, 200 stay within 0.006 of 400 at 700 cells, 300 within 0.005 at 3,000, while
+    #   200 lose 0.011-0.014 there; so n / 10, clipped to [200, 400]. From random weights
+    #   the map needs longer to settle (umap-learn: 500), 600;
+    # - in blocks (20 steps per epoch), 200 epochs stay within 0.006 of 300 at 10,000 cells.
     if n_obs <= batch_size:
-        return 600 if init == "random" else 400
-    return 300 if n_obs <= 10_000 else 200
+        return 600 if init == "random" else int(np.clip(round(n_obs / 10), 200, 400))
+    return 200
 
 
 def _check_init(adata: AnnData, init, n_components: int) -> None:
@@ -63,6 +68,7 @@ class FitParams:
     min_dist: float
     spread: float
     n_neighbors: int
+    knn: str
     neighbors_key: str | None
     n_epochs: int
     train_batch_size: int
@@ -94,6 +100,8 @@ class FitParams:
             raise ValueError(f"parametric_umap needs at least 3 cells, got {adata.n_obs}.")
         if kw["activation"] not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {ACTIVATIONS}, got {kw['activation']!r}.")
+        if kw["knn"] not in KNN_METHODS:
+            raise ValueError(f"knn must be one of {KNN_METHODS}, got {kw['knn']!r}.")
         if kw["precision"] not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {kw['precision']!r}.")
         _check_numbers(kw["min_dist"], kw["spread"], kw["learning_rate"], kw["repulsion_strength"], kw["weight_decay"])

@@ -7,7 +7,7 @@ from anndata import AnnData
 from scanpy import logging as logg
 
 from .._core.blocks import is_dask
-from .._core.graph import EdgeList, edges_from_connectivities, fuzzy_graph
+from .._core.graph import EdgeList, edges_from_connectivities, fuzzy_graph, knn_method
 
 
 def stored_connectivities(adata: AnnData, neighbors_key: str | None):
@@ -32,7 +32,9 @@ def stored_connectivities(adata: AnnData, neighbors_key: str | None):
     return C, key
 
 
-def graph_edges(adata: AnnData, z: np.ndarray, *, neighbors_key, n_neighbors: int, random_state: int, device) -> tuple[EdgeList, str, int]:
+def graph_edges(
+    adata: AnnData, z: np.ndarray, *, neighbors_key, n_neighbors: int, knn: str, random_state: int, device
+) -> tuple[EdgeList, str, int]:
     """Edges to train on, where they came from, and the graph's number of neighbours
     (-1 when a stored graph does not record it)."""
     C, key = stored_connectivities(adata, neighbors_key)
@@ -40,9 +42,10 @@ def graph_edges(adata: AnnData, z: np.ndarray, *, neighbors_key, n_neighbors: in
         if isinstance(n_neighbors, bool) or not isinstance(n_neighbors, (int, np.integer)):
             raise ValueError(f"n_neighbors must be an integer, got {n_neighbors!r}.")
         k = min(int(n_neighbors), adata.n_obs)
-        logg.info(f"    building the UMAP graph ({k} neighbours, {z.shape[1]} PCs of the input)")
-        C = fuzzy_graph(z, n_neighbors=k, random_state=random_state, device=device)
-        source = f"scelm:{k}"
+        method = knn_method(adata.n_obs, knn, device)
+        logg.info(f"    building the UMAP graph ({k} neighbours, {method} kNN on {z.shape[1]} PCs of the input)")
+        C = fuzzy_graph(z, n_neighbors=k, random_state=random_state, device=device, method=method)
+        source = f"scelm:{k}:{method}"
     else:
         logg.info(f"    using the graph in adata.uns[{key!r}]")
         source = f"uns:{key}"

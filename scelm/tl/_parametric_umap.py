@@ -12,7 +12,7 @@ from scanpy import settings
 
 from .. import _keys
 from .._core.blocks import BLOCK_ROWS
-from .._core.options import Activation, Init, Precision
+from .._core.options import Activation, Init, KnnMethod, Precision
 from .._docs import doc_batch_device, doc_copy, doc_input, doc_params
 from .._input import check_adata, model_input
 from .._model import StoredModel
@@ -45,6 +45,7 @@ def parametric_umap(
     min_dist: float = 0.5,
     spread: float = 1.0,
     n_neighbors: int = 15,
+    knn: KnnMethod = "auto",
     neighbors_key: str | None = None,
     n_epochs: int | None = None,
     train_batch_size: int | None = None,
@@ -90,16 +91,21 @@ def parametric_umap(
         from them like umap-learn does.
     n_neighbors
         Neighbours per cell when scelm builds the graph itself (no ``neighbors_key``).
+    knn
+        How scelm finds those neighbours: ``'exact'`` (chunked matrix products on the
+        training device), ``'nndescent'`` (pynndescent, approximate) or ``'auto'``
+        (default): exact up to 50,000 cells on CPU and 2,000,000 on a GPU, pynndescent
+        beyond. Ignored when a stored graph is used.
     neighbors_key
         Where :func:`scanpy.pp.neighbors` stored its graph. ``None`` uses ``'neighbors'``
         when present (the graph :func:`scanpy.tl.umap` would embed), else scelm builds the
         UMAP fuzzy graph on the PCs of the input (exact kNN up to 50,000 cells on CPU and
         2,000,000 on a GPU, pynndescent beyond), which also works where
-        ``sc.pp.neighbors`` fails.
+        ``sc.pp.neighbors`` fails (see ``knn``).
     n_epochs
-        Passes over all cells. Default: when training is full batch, 400 from a starting
-        layout and 600 from ``init='random'``; else 300 up to 10,000 cells and 200 above
-        (umap-learn uses 500 / 200).
+        Passes over all cells. Default: when training is full batch (one step per epoch),
+        ``n_obs / 10`` clipped to [200, 400] from a starting layout and 600 from
+        ``init='random'``; else 200 (about 20 steps per epoch). umap-learn uses 500 / 200.
     train_batch_size
         Cells per training step. ``None``: full batch up to 4,096 cells, else about 20
         blocks per epoch of at least 1,024 cells. Each step encodes one block and uses the
@@ -200,7 +206,7 @@ def parametric_umap(
     check_adata(adata)
     p = FitParams.from_args(
         adata, n_components=n_components, min_dist=min_dist, spread=spread, n_neighbors=n_neighbors,
-        neighbors_key=neighbors_key, n_epochs=n_epochs, train_batch_size=train_batch_size, learning_rate=learning_rate,
+        knn=knn, neighbors_key=neighbors_key, n_epochs=n_epochs, train_batch_size=train_batch_size, learning_rate=learning_rate,
         negative_sample_rate=negative_sample_rate, repulsion_strength=repulsion_strength, init=init,
         weight_decay=weight_decay, hidden=hidden, activation=activation, n_pcs=n_pcs, use_rep=use_rep, center=center,
         layer=layer, use_raw=use_raw, mask_var=mask_var, store_jacobian=store_jacobian, jacobian_genes=jacobian_genes, n_models=n_models,
@@ -233,7 +239,7 @@ def _fit(adata: AnnData, p: FitParams, dev) -> tuple[StoredModel, object]:
     front_end = fit_front_end(X, n_pcs=p.n_pcs, center=p.center, loadings=loadings)
     z = front_end.project(X)
     edges, graph_source, graph_k = graph_edges(
-        adata, z, neighbors_key=p.neighbors_key, n_neighbors=p.n_neighbors, random_state=p.seed, device=dev
+        adata, z, neighbors_key=p.neighbors_key, n_neighbors=p.n_neighbors, knn=p.knn, random_state=p.seed, device=dev
     )
     a, b = find_ab_params(p.spread, p.min_dist)
     config = TrainConfig(

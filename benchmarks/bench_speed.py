@@ -1,0 +1,118 @@
+"""Small-data speed: epochs, ensemble size and width against quality, next to umap-learn.
+
+    python benchmarks/bench_speed.py [--data pbmc sim3000 sim10000] [--seeds 3]
+                                     [--epochs 100 200 400] [--models 5] [--hidden 128,128]
+
+For each data set, in one warm process (torch and numba imported and compiled before any
+timing, as in a notebook's second call): umap-learn's time on the same input
+(``sc.tl.umap`` on pbmc68k_reduced's stored graph; ``umap.UMAP`` on 50 PCs for simulated
+data, which needs its own kNN, against scelm building its own PCA and graph from X), then
+every (n_epochs, n_models, hidden) of the grid over ``--seeds`` seeds: median fit time,
+its ratio to umap-learn, trustworthiness (k=15, 50-PC space) and 15-NN label accuracy of
+the first member's map, and the top-10 Jaccard of ``rank_genes_elm`` over pairs of seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import knn_accuracy, print_table, trustworthiness, warm_umap  # noqa: E402
+
+warnings.filterwarnings("ignore")
+
+
+def load(name: str):
+    import scanpy as sc
+
+    import scelm
+
+    if name == "pbmc":
+        return sc.datasets.pbmc68k_reduced(), "bulk_labels"
+    adata, _ = scelm.datasets.simulate_markers(int(name.removeprefix("sim")), 2000, n_types=8, random_state=0)
+    del adata.layers["counts"]
+    sc.pp.pca(adata, n_comps=50, random_state=0)
+    return adata, "cell_type"
+
+
+def umap_seconds(adata) -> float:
+    import scanpy as sc
+    import umap
+
+    ad = adata.copy()
+    t0 = time.perf_counter()
+    if "neighbors" in ad.uns:
+        sc.tl.umap(ad, random_state=0)
+    else:
+        umap.UMAP(n_neighbors=15, min_dist=0.5, random_state=0).fit_transform(ad.obsm["X_pca"])
+    return time.perf_counter() - t0
+
+
+def top10(adata) -> dict[str, set[str]]:
+    names = adata.uns["rank_genes_elm"]["names"]
+    return {g: set(names[g][:10]) for g in names.dtype.names}
+
+
+def jaccard(a: dict, b: dict) -> float:
+    return float(np.mean([len(a[g] & b[g]) / len(a[g] | b[g]) for g in a]))
+
+
+def run_config(adata, groupby: str, seeds: int, **kw) -> dict:
+    import scelm
+
+    times, trust, knn, tops = [], [], [], []
+    for seed in range(seeds):
+        ad = adata.copy()
+        t0 = time.perf_counter()
+        scelm.tl.parametric_umap(ad, random_state=seed, **kw)
+        times.append(time.perf_counter() - t0)
+        Y = ad.obsm["X_elm"]
+        trust.append(trustworthiness(ad.obsm["X_pca"], Y))
+        knn.append(knn_accuracy(Y[:5000], ad.obs[groupby][:5000]))
+        scelm.tl.rank_genes_elm(ad, groupby)
+        tops.append(top10(ad))
+    pairs = list(itertools.combinations(range(seeds), 2))
+    return dict(fit_s=float(np.median(times)), trustworthiness=float(np.mean(trust)), knn_acc=float(np.mean(knn)),
+                jaccard_top10=float(np.mean([jaccard(tops[i], tops[j]) for i, j in pairs])) if pairs else "")
+
+
+def main() -> None:
+    import scanpy as sc
+
+    import scelm
+
+    p = argparse.ArgumentParser()
+    p.add_argument("--data", nargs="+", default=["pbmc", "sim3000", "sim10000"])
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--epochs", type=int, nargs="+", default=[None], help="n_epochs values (default: scelm's)")
+    p.add_argument("--models", type=int, nargs="+", default=[None], help="n_models values (default: scelm's)")
+    p.add_argument("--hidden", nargs="+", default=["128,128"])
+    args = p.parse_args()
+    sc.settings.verbosity = 0
+    warm = sc.datasets.pbmc68k_reduced()
+    scelm.tl.parametric_umap(warm[:200].copy(), n_epochs=2)  # torch imports
+    warm_umap()
+    rows = []
+    for name in args.data:
+        adata, groupby = load(name)
+        base = umap_seconds(adata)
+        rows.append(dict(data=name, config="umap-learn", fit_s=base))
+        for n_epochs, n_models, hidden in itertools.product(args.epochs, args.models, args.hidden):
+            widths = tuple(int(h) for h in hidden.split(","))
+            r = run_config(adata, groupby, args.seeds, n_epochs=n_epochs, n_models=n_models, hidden=widths)
+            config = f"epochs={n_epochs or 'default'} models={n_models or 'default'} hidden={hidden}"
+            rows.append(dict(data=name, config=config, **r, vs_umap=r["fit_s"] / base))
+            print(rows[-1], file=sys.stderr, flush=True)
+    cols = ["data", "config", "fit_s", "vs_umap", "trustworthiness", "knn_acc", "jaccard_top10"]
+    print_table([{c: r.get(c, "") for c in cols} for r in rows], f"Speed and quality ({args.seeds} seeds, one warm process)")
+
+
+if __name__ == "__main__":
+    main()
