@@ -3,6 +3,7 @@
 from ._cell import cell
 from ._diagnostics import fidelity, reconstruction, training
 from ._embedding import contributions, gene_arrows
+from ._interactive import interactive
 from ._ranking import compare_de, rank_genes_elm, rank_genes_elm_dotplot
 from ._trust import deletion_curve, perturbation
 
@@ -18,4 +19,5 @@ __all__ = [
     "perturbation",
     "deletion_curve",
     "fidelity",
+    "interactive",
 ]
