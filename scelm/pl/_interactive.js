@@ -1,8 +1,10 @@
 // scelm's interactive page: the hover text and the ranking of a selection.
-// This text starts every CustomJS callback of the page; all of them get the same arrays as
-// arguments. The first call builds window.scelm, so the page, a test or a user at the
-// browser console use the same functions.
+// This text starts every CustomJS callback of the page; all of them get the same arguments.
+// The per-cell arrays are columns of the plot's data source (serialised once, however many
+// callbacks refer to it). The first call builds window.scelm, so the page, a test or a user
+// at the browser console use the same functions.
 if (window.scelm === undefined) {
+  const { top_genes, top_values, contributions, member_embeddings, expression } = source.data;
   const fmt = (v) => (v >= 0 ? "+" : "\u2212") + Math.abs(v).toPrecision(4);
   const esc = (s) => String(s).replace(/[&<>"]/g, (ch) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[ch]);
   window.scelm = {

@@ -260,12 +260,12 @@ def interactive(
     )
     intro = "Select cells (lasso or box) to rank the genes that set them apart from the rest" + scope + "."
     panel = Div(text=intro, name="selection", width=320)
-    args = dict(
-        source=source, genes=data.genes.tolist(), groups=group_names, top_genes=data.top_genes, top_values=data.top_values,
-        candidates=data.candidates.astype(np.int32), contributions=data.contributions, member_embeddings=data.member_embeddings,
-        expression=data.expression,
-        n_show=n_selection_genes, intro=intro, scope=scope,
-    )
+    # Arrays with a row per cell travel as columns of the data source: a numpy argument
+    # would be written into the page once per callback.
+    source.data.update(top_genes=data.top_genes, top_values=data.top_values, contributions=data.contributions,
+                       member_embeddings=data.member_embeddings, expression=data.expression)
+    args = dict(source=source, genes=data.genes.tolist(), groups=group_names, candidates=data.candidates.astype(np.int32),
+                n_show=n_selection_genes, intro=intro, scope=scope)
     js = files("scelm.pl").joinpath("_interactive.js").read_text(encoding="utf-8")
     _hover(fig, args, js, data.top_genes.shape[1], axis_label, groups is not None)
     source.selected.js_on_change("indices", CustomJS(
