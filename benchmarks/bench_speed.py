@@ -2,6 +2,8 @@
 
     python benchmarks/bench_speed.py [--data pbmc sim3000 sim10000] [--seeds 3]
                                      [--epochs 100 200 400] [--models 5] [--hidden 128,128]
+    python benchmarks/bench_speed.py --steps         # where a full-batch step's time goes
+    python benchmarks/bench_speed.py --first-calls   # first call in fresh processes
 
 For each data set, in one warm process (torch and numba imported and compiled before any
 timing, as in a notebook's second call): umap-learn's time on the same input
@@ -42,17 +44,21 @@ def load(name: str):
     return adata, "cell_type"
 
 
-def umap_seconds(adata) -> float:
+def umap_seconds(adata, repeats: int = 3) -> float:
+    """Median time of umap-learn on the same input (a single run varied 2x on this machine)."""
     import scanpy as sc
     import umap
 
-    ad = adata.copy()
-    t0 = time.perf_counter()
-    if "neighbors" in ad.uns:
-        sc.tl.umap(ad, random_state=0)
-    else:
-        umap.UMAP(n_neighbors=15, min_dist=0.5, random_state=0).fit_transform(ad.obsm["X_pca"])
-    return time.perf_counter() - t0
+    times = []
+    for seed in range(repeats):
+        ad = adata.copy()
+        t0 = time.perf_counter()
+        if "neighbors" in ad.uns:
+            sc.tl.umap(ad, random_state=seed)
+        else:
+            umap.UMAP(n_neighbors=15, min_dist=0.5, random_state=seed).fit_transform(ad.obsm["X_pca"])
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
 
 
 def top10(adata) -> dict[str, set[str]]:
@@ -83,6 +89,74 @@ def run_config(adata, groupby: str, seeds: int, **kw) -> dict:
                 jaccard_top10=float(np.mean([jaccard(tops[i], tops[j]) for i, j in pairs])) if pairs else "")
 
 
+def step_costs(n: int = 700, members: int = 5, hidden=(128, 128), repeats: int = 200) -> list[dict]:
+    """Milliseconds per training step of each part, on random data of pbmc68k_reduced's
+    size (50 PCs in, 15 edges and 5 negatives per cell): where a full-batch step goes."""
+    import torch
+
+    from scelm._core.encoder import ELMEncoder, StackedEncoder
+    from scelm._core.loss import umap_loss_and_gradient
+
+    def ms(fn) -> float:
+        fn()
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            fn()
+        return (time.perf_counter() - t0) / repeats * 1e3
+
+    gen = torch.Generator().manual_seed(0)
+    stack = StackedEncoder([ELMEncoder(50, hidden, 2, activation="relu", generator=gen) for _ in range(members)])
+    z = torch.randn(n, 50, generator=gen)
+    cache = torch.randn(n, members, 2, generator=gen)
+    head, tail = torch.randint(0, n, (15 * n,), generator=gen), torch.randint(0, n, (15 * n,), generator=gen)
+    neg_head = torch.arange(n).repeat_interleave(5)
+    neg_tail = torch.randint(0, n, (5 * n, members), generator=gen)
+
+    def forward_backward():
+        y = stack(z)
+        y.backward(torch.ones_like(y))
+
+    loss = lambda: umap_loss_and_gradient(  # noqa: E731
+        cache, head, tail, torch.rand(15 * n), neg_head, neg_tail, torch.rand(5 * n), a=1.58, b=0.9, repulsion_strength=1.0)
+    forward_backward()
+    rows = [dict(part="encoder forward", ms=ms(lambda: stack(z))), dict(part="encoder forward + backward", ms=ms(forward_backward)),
+            dict(part="UMAP loss and its gradient", ms=ms(loss))]
+    for label, kw in [("AdamW step (default)", {}), ("AdamW step (fused, scelm)", dict(fused=True))]:
+        rows.append(dict(part=label, ms=ms(torch.optim.AdamW(stack.parameters(), lr=1e-3, **kw).step)))
+    opt = torch.optim.AdamW(stack.parameters(), lr=1e-3)
+    schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    rows.append(dict(part="learning-rate schedule step", ms=ms(schedule.step)))
+    return [dict(r, members=members, cells=n, threads=torch.get_num_threads()) for r in rows]
+
+
+def first_call(method: str) -> None:
+    """Seconds of the first call in a fresh process on pbmc68k_reduced, scanpy already
+    imported: what a notebook user waits for (torch's import and set-up, numba's cache)."""
+    import json
+
+    import scanpy as sc
+
+    adata = sc.datasets.pbmc68k_reduced()
+    t0 = time.perf_counter()
+    if method == "umap-learn":
+        sc.tl.umap(adata)
+    else:
+        import scelm
+
+        scelm.tl.parametric_umap(adata)
+    print(json.dumps(dict(method=method, first_call_s=time.perf_counter() - t0)))
+
+
+def first_calls(repeats: int = 3) -> list[dict]:
+    from _common import run_isolated
+
+    rows = []
+    for method in ("umap-learn", "scelm"):
+        runs = [run_isolated([sys.executable, __file__, "--first-call", method], 600, method) for _ in range(repeats)]
+        rows.append(dict(method=method, first_call_s=float(np.median([r["first_call_s"] for r in runs if r]))))
+    return rows
+
+
 def main() -> None:
     import scanpy as sc
 
@@ -94,7 +168,19 @@ def main() -> None:
     p.add_argument("--epochs", type=int, nargs="+", default=[None], help="n_epochs values (default: scelm's)")
     p.add_argument("--models", type=int, nargs="+", default=[None], help="n_models values (default: scelm's)")
     p.add_argument("--hidden", nargs="+", default=["128,128"])
+    p.add_argument("--steps", action="store_true", help="only the per-step cost table")
+    p.add_argument("--first-calls", action="store_true", help="only the first call in fresh processes, pbmc")
+    p.add_argument("--first-call", help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.first_call:
+        first_call(args.first_call)
+        return
+    if args.first_calls:
+        print_table(first_calls(), "First call in a fresh process, pbmc68k_reduced (median of 3 processes)")
+        return
+    if args.steps:
+        print_table(step_costs(), "Per-step cost of full-batch training (ms, pbmc68k_reduced's size)")
+        return
     sc.settings.verbosity = 0
     warm = sc.datasets.pbmc68k_reduced()
     scelm.tl.parametric_umap(warm[:200].copy(), n_epochs=2)  # torch imports
