@@ -27,13 +27,13 @@ def check_positive_int(name: str, value, minimum: int = 1) -> int:
 def default_epochs(n_obs: int, batch_size: int, init: str) -> int:
     # Measured with benchmarks/bench_speed.py (3 seeds; trustworthiness and 15-NN accuracy
     # against the 0.2 defaults, 400 full-batch / 300 block epochs):
-    # - full batch is one step per epoch, and larger graphs need more steps: from a starting
-    #   layout, 200 stay within 0.006 of 400 at 700 cells, 300 within 0.005 at 3,000, while
-    #   200 lose 0.011-0.014 there; so n / 10, clipped to [200, 400]. From random weights
-    #   the map needs longer to settle (umap-learn: 500), 600;
+    # - full batch is one step per epoch: from a starting layout, 300 stay within 0.005 of
+    #   400 at 1,000 and 3,000 simulated cells, where 200 lose 0.011-0.026 (on pbmc68k_reduced
+    #   200 were enough); so n / 10 clipped to [300, 400], which keeps 400 near 4,096 cells.
+    #   From random weights the map needs longer to settle (umap-learn: 500), 600;
     # - in blocks (20 steps per epoch), 200 epochs stay within 0.006 of 300 at 10,000 cells.
     if n_obs <= batch_size:
-        return 600 if init == "random" else int(np.clip(round(n_obs / 10), 200, 400))
+        return 600 if init == "random" else int(np.clip(round(n_obs / 10), 300, 400))
     return 200
 
 

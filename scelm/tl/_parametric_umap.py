@@ -104,7 +104,7 @@ def parametric_umap(
         ``sc.pp.neighbors`` fails (see ``knn``).
     n_epochs
         Passes over all cells. Default: when training is full batch (one step per epoch),
-        ``n_obs / 10`` clipped to [200, 400] from a starting layout and 600 from
+        ``n_obs / 10`` clipped to [300, 400] from a starting layout and 600 from
         ``init='random'``; else 200 (about 20 steps per epoch). umap-learn uses 500 / 200.
     train_batch_size
         Cells per training step. ``None``: full batch up to 4,096 cells, else about 20
