@@ -100,8 +100,8 @@ def _figure(xy: np.ndarray, names, colour, kind, palette, d: int, groups, *, tit
                  x_axis_label=f"{axis_label}1", y_axis_label=f"{axis_label}2")
     mapper, colour_bar = None, None
     if kind is not None:
-        columns = colour[0] if kind == "categorical" else colour
-        source.data["colour"] = np.asarray(columns, dtype=np.float32)
+        values = colour[0] if kind == "categorical" else colour  # category codes or numbers
+        source.data["colour"] = np.asarray(values, dtype=np.float32)
         if kind == "categorical":
             mapper = LinearColorMapper(palette=palette, low=-0.5, high=len(palette) - 0.5, low_color="lightgray")
         else:
