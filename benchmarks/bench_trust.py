@@ -1,27 +1,34 @@
-"""Trust in ELM rankings: stability over seeds, faithfulness to the map, markers, quality, time.
+"""Trust in ELM rankings, under the defaults, side by side with scanpy in one warm process.
 
-    python benchmarks/bench_trust.py [--seeds 5] [--n-cells 2000]
+    python benchmarks/bench_trust.py [--data pbmc sim2000 sim10000 sim50000] [--seeds 5]
+                                     [--configs default "n_models=1" "n_models=3,hidden=64-64"]
+                                     [--json results/trust.json]
 
 For pbmc68k_reduced (``bulk_labels``) and simulated data (``scelm.datasets.simulate_markers``,
-6 types, effect 1.0), measured side by side in one run:
+2,000 genes, 8 types), every method embeds the same graph: pbmc68k_reduced's stored
+``sc.pp.neighbors`` graph, and for simulated data the UMAP graph of 50 PCs (exact 15-NN,
+built once and stored as ``uns['neighbors']``, since ``sc.pp.neighbors`` fails from 8,192
+cells with pynndescent 0.7 and scipy 1.17). Each scelm configuration is fitted with
+``--seeds`` values of ``random_state``; ``sc.tl.umap`` with 3. Measured:
 
-(a) stability: mean top-10 Jaccard index over groups and pairs of ``random_state``, for
-    scelm's defaults and for v0.1's settings (``init='random'``, no weight decay, one
-    model); the t-test vs wilcoxon agreement on the same groups is the reference line;
-(b) faithfulness: deletion curves (``scelm.tl.deletion_curve``, protocol 'both', matched to
-    the default ``separation`` score; 'group' for ``position``) of ELM, t-test, wilcoxon,
-    logreg, the unsigned magnitude (how glass-box tools rank) and random genes, on the map
-    of each seed's defaults fit (member 0 of the ensemble); ELM and t-test also on v0.1's
-    single-model map;
-(c) markers: pbmc textbook-marker recall@10 (markers below), simulated precision@10;
-(d) trustworthiness (k=15, in the 50-PC space) and 15-NN label accuracy vs umap-learn;
-(e) fit time of the defaults vs v0.1's settings.
+(a) exactness against the displayed map: the largest relative error of the contributions'
+    sum against ``X_elm`` and of each group's separation scores' sum against its centroid
+    distance in ``X_elm``;
+(b) stability: top-10 agreement (Jaccard, mean over groups and pairs of seeds) of
+    ``rank_genes_elm``, beside the t-test-wilcoxon agreement on the same genes;
+(c) calibration: Spearman correlation, over groups, between the ``stability`` one fit
+    reports (mean over seeds) and the group's measured agreement;
+(d) faithfulness: deletion@10 (protocol 'both') on the displayed map of the first 2 seeds,
+    for ELM, t-test, wilcoxon and logreg;
+(e) trustworthiness (k=15, 50-PC space, 5,000 cells) against ``sc.tl.umap``;
+(f) fit time (median over seeds) against ``sc.tl.umap``'s on the same graph.
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import sys
 import time
 import warnings
@@ -30,50 +37,74 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import knn_accuracy, print_table, trustworthiness  # noqa: E402
+from _common import print_table, trustworthiness  # noqa: E402
 
 warnings.filterwarnings("ignore")
-# Textbook PBMC markers present in pbmc68k_reduced's genes (fixed before measuring).
-TEXTBOOK = {
-    "CD19+ B": ["MS4A1", "CD79A", "CD79B"], "CD56+ NK": ["NKG7", "GNLY", "GZMB", "PRF1"],
-    "CD14+ Monocyte": ["LYZ", "S100A8", "S100A9"], "Dendritic": ["FCER1A", "CST3", "CLEC10A"],
-    "CD34+": ["PRSS57", "SOX4"], "CD8+ Cytotoxic T": ["CD8A", "CD8B", "CD3D"],
-    "CD8+/CD45RA+ Naive Cytotoxic": ["CD8A", "CD8B", "CCR7"], "CD4+/CD25 T Reg": ["CD3D", "CD3E", "CD4"],
-    "CD4+/CD45RO+ Memory": ["CD3D", "IL7R", "S100A4"], "CD4+/CD45RA+/CD25- Naive T": ["CD3D", "CCR7", "IL7R"],
-}
-V01 = dict(init="random", weight_decay=0.0, n_models=1)  # v0.1's training, same code path
 DE = ("t-test", "wilcoxon", "logreg")
-KS = (1, 5, 10, 20, 50)
+DELETION_SEEDS = 2
+UMAP_SEEDS = 3
 
 
-def load(name: str, n_cells: int):
+def load(name: str):
+    """AnnData with 50 PCs and a stored UMAP graph, and its groupby column."""
     import scanpy as sc
+    import torch
 
     import scelm
+    from scelm._core.graph import fuzzy_graph
 
     if name == "pbmc":
-        adata = sc.datasets.pbmc68k_reduced()
-        return adata, "bulk_labels", TEXTBOOK
-    adata, markers = scelm.datasets.simulate_markers(n_cells, 1000, n_types=6, effect=1.0, random_state=0)
-    sc.pp.pca(adata, n_comps=50)
-    return adata, "cell_type", markers
+        return sc.datasets.pbmc68k_reduced(), "bulk_labels"
+    adata, _ = scelm.datasets.simulate_markers(int(name.removeprefix("sim")), 2000, n_types=8, random_state=0)
+    del adata.layers["counts"]
+    sc.pp.pca(adata, n_comps=50, random_state=0)
+    graph = fuzzy_graph(adata.obsm["X_pca"], n_neighbors=15, random_state=0, device=torch.device("cpu"), method="exact")
+    adata.obsp["connectivities"] = adata.obsp["distances"] = graph
+    adata.uns["neighbors"] = {"connectivities_key": "connectivities", "distances_key": "distances",
+                              "params": {"n_neighbors": 15, "method": "umap", "use_rep": "X_pca"}}
+    return adata, "cell_type"
 
 
-def top(adata, key: str, n: int = 10) -> dict[str, list[str]]:
+def parse_config(text: str) -> dict:
+    """``'n_models=3,hidden=64-64'`` -> keyword arguments of parametric_umap."""
+    if text == "default":
+        return {}
+    out = {}
+    for item in text.split(","):
+        key, value = item.split("=")
+        out[key] = tuple(int(v) for v in value.split("-")) if key == "hidden" else (int(value) if value.isdigit() else value)
+    return out
+
+
+def top(adata, key: str, n: int = 10) -> dict[str, set[str]]:
     names = adata.uns[key]["names"]
-    return {g: list(names[g][:n]) for g in names.dtype.names}
+    return {g: set(names[g][:n]) for g in names.dtype.names}
 
 
-def jaccard(a: dict, b: dict) -> float:
-    return float(np.mean([len(set(a[g]) & set(b[g])) / len(set(a[g]) | set(b[g])) for g in a]))
+def jaccard(a: set, b: set) -> float:
+    return len(a & b) / len(a | b)
 
 
-def recall(tops: dict, markers: dict) -> float:
-    return float(np.mean([m in tops[g] for g, ms in markers.items() for m in ms]))
+def exactness(adata, groupby: str) -> float:
+    """Largest relative error, against X_elm, of the contributions' sum and of each group's
+    separation scores' sum (its centroid distance)."""
+    import scelm
+
+    Y = adata.obsm["X_elm"].astype(np.float64)
+    total = np.zeros_like(Y)
+    for start in range(0, adata.n_obs, 4096):  # the sum only: no n x d x genes array
+        total[start : start + 4096] = scelm.get.contributions(adata[start : start + 4096]).sum(-1)
+    err = np.abs(total - Y).max() / np.abs(Y).max()
+    labels = adata.obs[groupby].astype(str).to_numpy()
+    res = adata.uns["rank_genes_elm"]
+    for g in res["names"].dtype.names:
+        dist = np.linalg.norm(Y[labels == g].mean(0) - Y[labels != g].mean(0))
+        err = max(err, abs(res["scores"][g].astype(np.float64).sum() - dist) / dist)
+    return float(err)
 
 
 def de_rankings(adata, groupby: str) -> None:
-    """scanpy's DE on the genes the model reads, from the same matrix."""
+    """scanpy's DE on the genes the model reads, from the matrix it reads."""
     import scanpy as sc
 
     genes = np.asarray(adata.uns["elm"]["var_names"]).astype(str)
@@ -85,117 +116,109 @@ def de_rankings(adata, groupby: str) -> None:
         adata.uns[method] = sub.uns[method]
 
 
-def one_seed(adata, groupby: str, seed: int) -> dict:
+def deletion_at_10(adata, key: str) -> float:
     import scelm
 
-    out = {}
-    old = adata.copy()
-    t0 = time.perf_counter()
-    scelm.tl.parametric_umap(old, random_state=seed, store_jacobian=False, **V01)
-    out["time_v01"] = time.perf_counter() - t0
-    scelm.tl.rank_genes_elm(old, groupby)
-    out["top_v01"] = top(old, "rank_genes_elm")
-    de_rankings(old, groupby)
-    curves = {}
-    for key in ("rank_genes_elm", "t-test"):  # one model explains its own map most faithfully
-        scelm.tl.deletion_curve(old, key, n_genes=max(KS), protocol="both", key_added="d")
-        curves[("both", f"{key} [v0.1 map]")] = old.uns["d"]["removed"].mean(0).to_numpy()
+    scelm.tl.deletion_curve(adata, key, n_genes=10, protocol="both", key_added="d")
+    return float(adata.uns["d"]["removed"]["10"].mean())
+
+
+def one_fit(adata, groupby: str, seed: int, config: dict, *, deletion: bool) -> dict:
+    import scelm
+
     ad = adata.copy()
     t0 = time.perf_counter()
-    scelm.tl.parametric_umap(ad, random_state=seed)
-    out["time"] = time.perf_counter() - t0
-    out["embedding"] = ad.obsm["X_elm"]
-    out["embedding_v01"] = old.obsm["X_elm"]
+    scelm.tl.parametric_umap(ad, random_state=seed, **config)
+    out = {"time": time.perf_counter() - t0, "embedding": ad.obsm["X_elm"], "n_models": int(ad.uns["elm"]["params"]["n_models"])}
     scelm.tl.rank_genes_elm(ad, groupby)
-    stability = ad.uns["rank_genes_elm"]["stability"]
-    out["split_half"] = float(np.mean([stability[g][0] for g in stability.dtype.names]))
-    scelm.tl.rank_genes_elm(ad, groupby, score="position", key_added="elm position")
-    scelm.tl.rank_genes_elm(ad, groupby, score="magnitude", key_added="magnitude")
-    de_rankings(ad, groupby)
-    rng = np.random.default_rng(seed)
-    names = ad.uns["rank_genes_elm"]["names"]
-    shuffled = {g: rng.permutation(np.asarray(names[g])) for g in names.dtype.names}
-    ad.uns["random"] = dict(names=np.rec.fromarrays(list(shuffled.values()), names=list(shuffled)),
-                            params=dict(groupby=groupby, reference="rest"))
-    out["top"] = {k: top(ad, k) for k in ("rank_genes_elm", *DE)}
-    for key in ("rank_genes_elm", "magnitude", *DE, "random"):
-        scelm.tl.deletion_curve(ad, key, n_genes=max(KS), protocol="both", key_added="d")
-        curves[("both", key)] = ad.uns["d"]["removed"].mean(0).to_numpy()
-    for key in ("elm position", "rank_genes_elm", "t-test"):
-        scelm.tl.deletion_curve(ad, key, n_genes=max(KS), protocol="group", key_added="d")
-        curves[("group", key)] = ad.uns["d"]["removed"].mean(0).to_numpy()
-    out["curves"] = curves
+    res = ad.uns["rank_genes_elm"]
+    out["stability"] = {g: float(res["stability"][g][0]) for g in res["names"].dtype.names}
+    out["top"] = top(ad, "rank_genes_elm")
+    out["exactness"] = exactness(ad, groupby)
+    if deletion:
+        de_rankings(ad, groupby)
+        out["deletion"] = {key: deletion_at_10(ad, key) for key in ("rank_genes_elm", *DE)}
+        out["de_top"] = {m: top(ad, m) for m in DE}
     return out
 
 
-def umap_learn(adata, seeds: int) -> list[np.ndarray]:
+def umap_runs(adata, seeds: int) -> tuple[float, list[np.ndarray]]:
     import scanpy as sc
 
-    maps = []
+    times, maps = [], []
     for seed in range(seeds):
         ad = adata.copy()
-        if "neighbors" not in ad.uns:
-            sc.pp.neighbors(ad, n_pcs=50)
+        t0 = time.perf_counter()
         sc.tl.umap(ad, random_state=seed)
+        times.append(time.perf_counter() - t0)
         maps.append(ad.obsm["X_umap"])
-    return maps
+    return float(np.median(times)), maps
 
 
-def run(name: str, seeds: int, n_cells: int) -> tuple[list[dict], list[dict], list[dict]]:
-    adata, groupby, markers = load(name, n_cells)
-    runs = [one_seed(adata, groupby, s) for s in range(seeds)]
-    pcs, labels = adata.obsm["X_pca"], adata.obs[groupby].to_numpy()
-    umaps = umap_learn(adata, seeds)
-    pairs = list(itertools.combinations(range(seeds), 2))
-    stab = [
-        dict(data=name, ranking="scelm defaults",
-             jaccard_top10=np.mean([jaccard(runs[i]["top"]["rank_genes_elm"], runs[j]["top"]["rank_genes_elm"]) for i, j in pairs]),
-             split_half_estimate=np.mean([r["split_half"] for r in runs])),
-        dict(data=name, ranking="scelm v0.1 settings",
-             jaccard_top10=np.mean([jaccard(runs[i]["top_v01"], runs[j]["top_v01"]) for i, j in pairs])),
-        dict(data=name, ranking="t-test vs wilcoxon (reference)",
-             jaccard_top10=jaccard(runs[0]["top"]["t-test"], runs[0]["top"]["wilcoxon"])),
-    ]
-    quality = []
-    for label, maps, t in [
-        ("scelm defaults", [r["embedding"] for r in runs], [r["time"] for r in runs]),
-        ("scelm v0.1 settings", [r["embedding_v01"] for r in runs], [r["time_v01"] for r in runs]),
-        ("umap-learn", umaps, None),
-    ]:
-        quality.append(dict(
-            data=name, method=label, trustworthiness=np.mean([trustworthiness(pcs, m) for m in maps]),
-            knn_accuracy=np.mean([knn_accuracy(m, labels) for m in maps]),
-            fit_s=float(np.median(t)) if t else "",
-        ))
-    faith = []
-    for (protocol, key), _ in runs[0]["curves"].items():
-        curve = np.mean([r["curves"][(protocol, key)] for r in runs], axis=0)
-        marker = recall(runs[0]["top"][key], markers) if key in runs[0]["top"] else ""
-        row = dict(data=name, protocol=protocol, ranking=key.replace("rank_genes_elm", "elm separation"))
-        if "[v0.1 map]" not in key:
-            row["ranking"] += " [defaults map]"
-        row.update({f"k={k}": float(curve[k - 1]) for k in KS})
-        if protocol == "both":
-            recs = [recall(r["top"][key], markers) for r in runs] if key in runs[0]["top"] else []
-            row["marker_recall@10"] = float(np.mean(recs)) if recs else marker
-        faith.append(row)
-    return stab, faith, quality
+def summarise(name: str, label: str, runs: list[dict], pcs: np.ndarray, umap_time: float, umap_trust: float) -> tuple[dict, list]:
+    pairs = list(itertools.combinations(range(len(runs)), 2))
+    groups = list(runs[0]["top"])
+    per_group = {g: float(np.mean([jaccard(runs[i]["top"][g], runs[j]["top"][g]) for i, j in pairs])) for g in groups}
+    reported = {g: float(np.nanmean([r["stability"][g] for r in runs])) for g in groups}
+    with_del = [r for r in runs if "deletion" in r]
+    de = with_del[0]["de_top"]
+    row = dict(
+        data=name, config=label, n_models=runs[0]["n_models"],
+        exactness=max(r["exactness"] for r in runs),
+        agreement=float(np.mean(list(per_group.values()))),
+        ttest_vs_wilcoxon=float(np.mean([jaccard(de["t-test"][g], de["wilcoxon"][g]) for g in groups])),
+        reported_stability=float(np.nanmean(list(reported.values()))),
+        **{f"del10_{k.replace('rank_genes_elm', 'elm')}": float(np.mean([r["deletion"][k] for r in with_del]))
+           for k in ("rank_genes_elm", *DE)},
+        trust=float(np.mean([trustworthiness(pcs, r["embedding"]) for r in runs])), trust_umap=umap_trust,
+        fit_s=float(np.median([r["time"] for r in runs])), umap_s=umap_time,
+    )
+    row["fit_vs_umap"] = row["fit_s"] / umap_time
+    row["best_de_del10"] = max(row[f"del10_{m}"] for m in DE)
+    calibration = [(name, g, reported[g], per_group[g]) for g in groups]
+    return row, calibration
 
 
 def main() -> None:
     import scanpy as sc
+    from scipy.stats import spearmanr
+
+    import scelm
 
     p = argparse.ArgumentParser()
+    p.add_argument("--data", nargs="+", default=["pbmc", "sim2000", "sim10000", "sim50000"])
     p.add_argument("--seeds", type=int, default=5)
-    p.add_argument("--n-cells", type=int, default=2000)
-    p.add_argument("--data", nargs="+", default=["pbmc", "simulated"])
+    p.add_argument("--configs", nargs="+", default=["default"])
+    p.add_argument("--json", type=Path, default=None)
     args = p.parse_args()
     sc.settings.verbosity = 0
-    tables = [run(name, args.seeds, args.n_cells) for name in args.data]
-    print_table([r for t in tables for r in t[0]], f"(a) stability: top-10 Jaccard over {args.seeds} seeds")
-    print_table([r for t in tables for r in t[1]],
-                "(b, c) deletion: share of separation removed by the top-k genes (mean over groups and seeds); marker recall@10")
-    print_table([r for t in tables for r in t[2]], "(d, e) embedding quality and fit time (median s, this process)")
+    warm, _ = load("pbmc")
+    scelm.tl.parametric_umap(warm, n_epochs=5)
+    sc.tl.umap(warm)
+    rows, calibration = [], []
+    for name in args.data:
+        adata, groupby = load(name)
+        umap_time, umap_maps = umap_runs(adata, UMAP_SEEDS)
+        pcs = adata.obsm["X_pca"]
+        umap_trust = float(np.mean([trustworthiness(pcs, m) for m in umap_maps]))
+        for label in args.configs:
+            runs = [one_fit(adata, groupby, s, parse_config(label), deletion=s < DELETION_SEEDS) for s in range(args.seeds)]
+            row, calib = summarise(name, label, runs, pcs, umap_time, umap_trust)
+            rows.append(row)
+            calibration += [(label, *c) for c in calib]
+            print_table([row], f"{name}, {label}")
+    print_table(rows, f"trust of rank_genes_elm, {args.seeds} seeds")
+    calib_rows = []
+    for label in args.configs:
+        pts = [c for c in calibration if c[0] == label and c[1] != "sim50000" and np.isfinite(c[3])]
+        if len(pts) > 2:
+            rho = spearmanr([c[3] for c in pts], [c[4] for c in pts]).statistic
+            calib_rows.append(dict(config=label, groups=len(pts), spearman_reported_vs_measured=float(rho)))
+    if calib_rows:
+        print_table(calib_rows, "calibration: reported stability vs measured agreement, pooled over groups (pbmc, 2,000, 10,000)")
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"rows": rows, "calibration": calibration, "spearman": calib_rows}, indent=1))
 
 
 if __name__ == "__main__":

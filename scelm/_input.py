@@ -26,6 +26,30 @@ def frame_column(frame, name: str) -> pd.Series:
     return col if isinstance(col, pd.Series) else col.to_pandas()
 
 
+def group_labels(adata: AnnData, groupby: str) -> pd.Categorical:
+    """``obs[groupby]`` as categories (values of a non-categorical column become categories;
+    NaN labels stay NaN, with a warning)."""
+    if groupby not in adata.obs.columns:
+        raise KeyError(f"groupby={groupby!r} is not a column of adata.obs; available: {list(adata.obs.columns)}.")
+    col = frame_column(adata.obs, groupby)
+    if not isinstance(col.dtype, pd.CategoricalDtype):
+        logg.info(f"    adata.obs[{groupby!r}] is not categorical; treating its values as categories")
+        col = col.astype(str).where(col.notna()).astype("category")
+    n_nan = int(col.isna().sum())
+    if n_nan:
+        logg.warning(f"{n_nan} cells have no {groupby!r} label (NaN) and are left out.")
+    return pd.Categorical(col)
+
+
+def basis_key(adata: AnnData, basis: str) -> str:
+    """The ``obsm`` key of a basis, by scanpy's rule: ``obsm[basis]`` when it exists, else
+    ``obsm['X_' + basis]``."""
+    for key in (basis, f"X_{basis}"):
+        if key in adata.obsm:
+            return key
+    raise KeyError(f"basis={basis!r}: neither adata.obsm[{basis!r}] nor adata.obsm['X_{basis}'] exists; available: {list(adata.obsm)}.")
+
+
 def resolve_use_raw(adata: AnnData, layer: str | None, use_raw: bool | None) -> bool:
     """scanpy's rule: ``use_raw=None`` means ``.raw`` when it exists and no layer is given."""
     if use_raw is None:

@@ -3,8 +3,14 @@ key registry): a model's keys from its ``key_added``, results' keys from what th
 
 from __future__ import annotations
 
+import re
+
 DEFAULT_KEY = "elm"
 DEFAULT_RANK_KEY = "rank_genes_elm"
+# uns[key][JACOBIAN_GENES]: the genes whose Jacobian layers are stored, when not all of them.
+JACOBIAN_GENES = "jacobian_genes"
+# uns[key][FIDELITY]: how closely an explain_embedding model reproduces the map it explains.
+FIDELITY = "fidelity"
 
 
 def embedding_key(key: str) -> str:
@@ -21,6 +27,11 @@ def jacobian_layers(key: str, n_components: int) -> list[str]:
     return [jacobian_layer(key, k) for k in range(n_components)]
 
 
+def is_jacobian_layer(key: str, name: str) -> bool:
+    """Whether ``layers[name]`` is a Jacobian layer of the model ``key`` (any axis)."""
+    return re.fullmatch(rf"{re.escape(key)}_jacobian_\d+", name) is not None
+
+
 def perturbation_key(elm_key: str) -> str:
     """``uns`` key of :func:`scelm.tl.perturb`'s result for a model."""
     return f"{elm_key}_perturbation"
@@ -29,3 +40,13 @@ def perturbation_key(elm_key: str) -> str:
 def deletion_key(key: str) -> str:
     """``uns`` key of :func:`scelm.tl.deletion_curve`'s result for a ranking."""
     return f"{key}_deletion"
+
+
+def explained_key(basis: str) -> str:
+    """Default ``key_added`` of :func:`scelm.tl.explain_embedding` for a basis."""
+    return f"elm_{basis.removeprefix('X_')}"
+
+
+def held_out_key(key: str) -> str:
+    """``obs`` column flagging the cells an explain_embedding fit held out."""
+    return f"{key}_held_out"

@@ -18,50 +18,49 @@ from scanpy import logging as logg
 from . import _keys
 from ._core.blocks import GeneColumns
 from ._core.frontend import LinearFrontEnd
+from ._core.model import ELMModel
 from ._input import source_matrix
 
-# Layout of uns[key]: 2 stores genes, front end and parameters once and every encoder of
-# an ensemble under 'encoders'; 0.1.0 wrote one full entry per ensemble member ('encoder',
-# 'members'), which still loads.
-FORMAT_VERSION = 2
+# Layout of uns[key]: 3 adds the members' alignment, and the embedding is their consensus;
+# 2 stored every encoder of an ensemble under 'encoders' with model 0 as the embedding;
+# 0.1.0 wrote one full entry per ensemble member ('encoder', 'members'). Both older layouts
+# load as their model 0 alone, the map they show, so their explanations stay exact for it.
+FORMAT_VERSION = 3
 
 
 @dataclass
 class StoredModel:
-    """A fitted model: the genes it reads, its linear front end and one or more encoders
-    (an ensemble; the first gives the embedding), with their fit parameters."""
+    """A fitted model (:class:`~scelm._core.model.ELMModel`) with the genes it reads, its
+    fit parameters and loss history, as it lives in ``adata.uns[key]``."""
 
     genes: np.ndarray  # names of the genes the model reads, in order
-    front_end: LinearFrontEnd
-    encoder_states: list[dict[str, np.ndarray]]  # one per model of the ensemble
+    model: ELMModel
     params: dict  # fit parameters, incl. activation, layer, use_raw (a, b for UMAP fits)
-    loss_history: np.ndarray  # (n_models, n_epochs)
+    loss_history: np.ndarray  # (n_members, n_epochs)
 
     @property
     def n_components(self) -> int:
-        return int(self.params["n_components"])
+        return self.model.n_components
 
     @property
-    def n_models(self) -> int:
-        return len(self.encoder_states)
-
-    def encoder(self, member: int = 0):
-        from ._core.encoder import ELMEncoder
-
-        return ELMEncoder.from_numpy(self.encoder_states[member], self.params["activation"])
+    def n_members(self) -> int:
+        return self.model.n_members
 
     def to_uns(self) -> dict:
         return {
             "version": FORMAT_VERSION,
             "params": dict(self.params),
             "var_names": np.asarray(self.genes, dtype=object),
-            "front_end": {"loadings": self.front_end.loadings, "reference": self.front_end.reference},
-            "encoders": {str(i): dict(state) for i, state in enumerate(self.encoder_states)},
+            "front_end": {"loadings": self.model.front_end.loadings, "reference": self.model.front_end.reference},
+            "encoders": {str(i): dict(state) for i, state in enumerate(self.model.member_states)},
+            "alignment": self.model.alignment,
             "loss_history": np.asarray(self.loss_history, dtype=np.float32),
         }
 
     @classmethod
     def from_adata(cls, adata: AnnData, key: str) -> StoredModel:
+        if not isinstance(key, str):
+            raise TypeError(f"elm_key must be the key_added of one fitted model (a string), got {type(key).__name__}.")
         if key not in adata.uns:
             raise KeyError(
                 f"No scelm model in adata.uns[{key!r}]; run scelm.tl.parametric_umap(adata, key_added={key!r}) first."
@@ -69,33 +68,44 @@ class StoredModel:
         return cls._from_entry(adata.uns[key], f"adata.uns[{key!r}]")
 
     @staticmethod
-    def _encoder_entries(entry) -> tuple[list, np.ndarray]:
-        """Encoder states and loss histories, from either layout."""
-        if "encoders" in entry:
+    def _encoder_entries(entry, where: str) -> tuple[list, np.ndarray, np.ndarray | None]:
+        """Encoder states, loss histories and alignment (None: an older layout, whose
+        embedding is its model 0 alone)."""
+        if "alignment" in entry:
             encoders = dict(entry["encoders"])
             states = [encoders[str(i)] for i in range(len(encoders))]
-            return states, np.atleast_2d(np.asarray(entry.get("loss_history", np.zeros((len(states), 0))), dtype=np.float32))
-        members = [entry] + [dict(entry["members"])[k] for k in sorted(dict(entry.get("members", {})), key=int)]
-        histories = [np.asarray(m.get("loss_history", []), dtype=np.float32) for m in members]
-        same = len({h.shape for h in histories}) == 1
-        return [m["encoder"] for m in members], np.stack(histories) if same else histories[0][None]
+            return states, np.atleast_2d(np.asarray(entry["loss_history"], dtype=np.float32)), np.asarray(entry["alignment"])
+        if "encoders" in entry:  # format 2
+            state, history = dict(entry["encoders"])["0"], np.atleast_2d(np.asarray(entry.get("loss_history", [[]])))[:1]
+            n_models = len(dict(entry["encoders"]))
+        else:  # 0.1.0
+            state, history = entry["encoder"], np.atleast_2d(np.asarray(entry.get("loss_history", []), dtype=np.float32))
+            n_models = 1 + len(dict(entry.get("members", {})))
+        if n_models > 1:
+            logg.info(f"    {where} was written by scelm < 0.3: its map is its model 0, which is used alone; "
+                      f"refit for the consensus of its {n_models} models")
+        return [state], history.astype(np.float32), None
 
     @classmethod
     def _from_entry(cls, entry, where: str) -> StoredModel:
         try:
             params = dict(entry["params"])
-            genes = np.asarray(entry["var_names"]).astype(str)
+            genes = np.asarray([str(g) for g in np.asarray(entry["var_names"]).tolist()], dtype=object)
             fe = LinearFrontEnd(
                 loadings=np.asarray(entry["front_end"]["loadings"], dtype=np.float32),
                 reference=np.asarray(entry["front_end"]["reference"], dtype=np.float32),
             )
-            raw_states, history = cls._encoder_entries(entry)
-            states = [{k: np.asarray(v, dtype=np.float32) for k, v in state.items()} for state in raw_states]
+            raw_states, history, alignment = cls._encoder_entries(entry, where)
+            states = [{k: np.asarray(v, dtype=np.float32) for k, v in dict(state).items()} for state in raw_states]
             missing = [k for k in ("activation", "n_components") if k not in params]
             if missing:
                 raise KeyError(f"params {missing}")
+            params["activation"] = str(params["activation"])
         except (KeyError, TypeError, AttributeError, ValueError) as err:
             raise ValueError(f"{where} is not a scelm model (missing or malformed entry: {err}).") from err
+        if not states:
+            raise ValueError(f"{where} is not a scelm model: it holds no encoder.")
+        d = int(params["n_components"])
         for i, state in enumerate(states):
             n_layers = sum(1 for k in state if k.startswith("W"))
             if (
@@ -104,15 +114,18 @@ class StoredModel:
                 or fe.reference.shape != (len(genes),)
                 or n_layers == 0
                 or state["W0"].shape[1] != fe.loadings.shape[1]
-                or state[f"W{n_layers - 1}"].shape[0] != int(params["n_components"])
+                or state[f"W{n_layers - 1}"].shape[0] != d
             ):
                 raise ValueError(f"{where} is corrupted: its gene list, front end and encoder {i} shapes disagree.")
             for name, arr in [("loadings", fe.loadings), ("reference", fe.reference), *state.items()]:
                 if not np.all(np.isfinite(arr)):
                     raise ValueError(f"{where} is corrupted: {name} contains NaN or inf.")
-        if not states:
-            raise ValueError(f"{where} is not a scelm model: it holds no encoder.")
-        return cls(genes, fe, states, params, history)
+        alignment = np.broadcast_to(np.eye(d), (len(states), d, d)) if alignment is None else alignment
+        try:
+            model = ELMModel(fe, states, alignment, params["activation"])
+        except ValueError as err:
+            raise ValueError(f"{where} is corrupted: {err}") from err
+        return cls(genes, model, params, history)
 
     def source(self, adata: AnnData) -> tuple[str | None, bool]:
         """``(layer, use_raw)`` to read this model's genes from ``adata``: as fitted, except
@@ -120,7 +133,10 @@ class StoredModel:
         layer = self.params.get("layer")
         use_raw = bool(self.params.get("use_raw", False))
         if use_raw and adata.raw is None:
-            logg.info("    the model was fitted on .raw; this AnnData has none, reading .X")
+            logg.warning(
+                "The model was fitted on .raw, but this AnnData has no .raw: its .X is read instead. Make sure .X holds "
+                "the same (log-normalised, unscaled) expression, or set adata.raw."
+            )
             use_raw = False
         return layer, use_raw
 
@@ -139,27 +155,23 @@ class StoredModel:
             )
         return GeneColumns(X, pos)
 
-    def iter_batches(self, adata: AnnData, key: str | None, X, *, device, batch_size: int) -> Iterator:
-        """Yield :class:`scelm._core.jacobian.Batch` (embedding, exact Jacobian, centred
-        expression) of the first encoder (the embedding's) over the rows of ``X``
-        (:meth:`input_matrix`), one batch in memory.
-
-        Jacobians come from the layers of ``key`` when they hold the complete float32
-        Jacobian; otherwise (or ``key=None``) they are recomputed exactly.
-        """
+    def iter_batches(self, adata: AnnData, key: str, X, *, device, batch_size: int) -> Iterator:
+        """Yield :class:`scelm._core.jacobian.Batch` (consensus embedding, exact Jacobian,
+        centred expression) over the rows of ``X`` (:meth:`input_matrix`), one batch in
+        memory. Jacobians come from the layers of ``key`` when they hold the complete
+        float32 Jacobian, else they are recomputed exactly."""
         import torch
 
         from ._core.device import resolve_device
         from ._core.jacobian import Batch, iter_batches
 
         dev = resolve_device(device)
-        layers = None if key is None else jacobian_layer_names(adata, key, self.n_components)
+        layers = jacobian_layer_names(adata, key, self.n_components)
         pos = pd.Index(adata.var_names).get_indexer(self.genes)
-        encoder = self.encoder()
         if layers is None or (pos < 0).any():
-            yield from iter_batches(self.front_end, encoder, X, device=dev, batch_size=batch_size)
+            yield from iter_batches(self.model, X, device=dev, batch_size=batch_size)
             return
-        for b in iter_batches(self.front_end, encoder, X, device=dev, batch_size=batch_size, jacobian=False):
+        for b in iter_batches(self.model, X, device=dev, batch_size=batch_size, jacobian=False):
             rows = [np.asarray(adata.layers[name][b.start : b.stop][:, pos], dtype=np.float32) for name in layers]
             jac = torch.as_tensor(np.stack(rows, axis=1), device=dev)
             yield Batch(b.start, b.stop, b.embedding, jac, b.centred)
@@ -174,4 +186,4 @@ def jacobian_layer_names(adata: AnnData, key: str, n_components: int) -> list[st
     model gene, else None: callers then recompute from the model."""
     names = _keys.jacobian_layers(key, n_components)
     complete = all(n in adata.layers and adata.layers[n].dtype == np.float32 for n in names)
-    return names if complete and "jacobian_genes" not in adata.uns.get(key, {}) else None
+    return names if complete and _keys.JACOBIAN_GENES not in adata.uns.get(key, {}) else None

@@ -4,30 +4,39 @@ import numpy as np
 import pytest
 import torch
 
-from scelm._core.encoder import ACTIVATIONS, ELMEncoder
+from scelm._core.alignment import procrustes_alignment
+from scelm._core.encoder import ACTIVATIONS, ConsensusEncoder, StackedEncoder
 from scelm._core.loss import attraction, repulsion, umap_loss_and_gradient
 
 
-def _encoder(activation, seed=0):
-    enc = ELMEncoder(7, [16, 9], 3, activation=activation, negative_slope=0.2,
-                     generator=torch.Generator().manual_seed(seed)).double()
+def _stack(activation, seed=0, n_members=3):
+    enc = StackedEncoder.random(7, [16, 9], 3, seeds=range(seed, seed + n_members), activation=activation, negative_slope=0.2)
+    enc = enc.double()
     if activation == "prelu":
         with torch.no_grad():
-            enc.slopes.copy_(torch.tensor([0.3, -0.1], dtype=torch.float64))
+            enc.slopes.copy_(torch.tensor([[0.3, -0.1], [0.1, 0.2], [-0.2, 0.05]], dtype=torch.float64)[:n_members])
     return enc
+
+
+def _consensus(activation, seed=0):
+    """Three members, each turned by its own random orthogonal matrix."""
+    rng = np.random.default_rng(seed)
+    rotations = torch.as_tensor(np.stack([np.linalg.qr(rng.normal(size=(3, 3)))[0] for _ in range(3)]))
+    return ConsensusEncoder(_stack(activation, seed), rotations)
 
 
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 def test_positive_homogeneity(activation):
-    enc = _encoder(activation)
+    enc = _consensus(activation)
     z = torch.randn(50, 7, dtype=torch.float64)
     for alpha in [1e-3, 0.5, 3.0, 1e4]:
         torch.testing.assert_close(enc(alpha * z), alpha * enc(z), rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(enc.members(alpha * z), alpha * enc.members(z), rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("activation", ACTIVATIONS)
-def test_jacobian_equals_autograd_and_reconstructs(activation):
-    enc = _encoder(activation, seed=3)
+def test_consensus_jacobian_equals_autograd_and_reconstructs(activation):
+    enc = _consensus(activation, seed=3)
     z = torch.randn(20, 7, dtype=torch.float64)
     y, J = enc.forward_with_jacobian(z)
     for i in range(z.shape[0]):
@@ -37,18 +46,65 @@ def test_jacobian_equals_autograd_and_reconstructs(activation):
     torch.testing.assert_close(y, enc(z))
 
 
+def test_consensus_is_the_mean_of_the_aligned_members():
+    enc = _consensus("leaky_relu", seed=1)
+    z = torch.randn(11, 7, dtype=torch.float64)
+    raw = enc.members(z)
+    aligned, J = enc.aligned_with_jacobian(z)
+    torch.testing.assert_close(aligned, torch.einsum("mkd,mbd->mbk", enc.alignment, raw))
+    torch.testing.assert_close(aligned.mean(0), enc(z))
+    torch.testing.assert_close(torch.einsum("mbdi,bi->mbd", J, z), aligned, rtol=1e-12, atol=1e-12)
+    _, Jm = enc.members.forward_with_jacobian(z)
+    for m in range(3):  # each member's Jacobian, turned
+        torch.testing.assert_close(J[m], torch.einsum("kd,bdi->bki", enc.alignment[m], Jm[m]))
+
+
+def test_procrustes_recovers_known_rotations():
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(300, 2)) * [3.0, 1.0]
+    turns = [np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]]) for t in (0.0, 0.4, -0.7)]
+    turns.append(np.diag([1.0, -1.0]))  # a reflection
+    maps = np.stack([base @ t.T + rng.normal(scale=0.01, size=base.shape) + rng.normal(size=2) for t in turns])
+    R = procrustes_alignment(maps)
+    aligned = np.einsum("mkd,mnd->mnk", R, maps - maps.mean(1, keepdims=True))
+    assert np.abs(aligned - aligned.mean(0)).max() < 0.1  # one frame, up to the noise
+    np.testing.assert_allclose(np.einsum("mij,mkj->mik", R, R), np.broadcast_to(np.eye(2), (4, 2, 2)), atol=1e-12)
+    S = R.sum(0)  # the frame closest to the members' own: sum of R_m symmetric, positive
+    np.testing.assert_allclose(S, S.T, atol=1e-12)
+    assert np.all(np.linalg.eigvalsh(S) >= -1e-12)
+    same = procrustes_alignment(np.stack([base, base]))
+    np.testing.assert_allclose(same, np.broadcast_to(np.eye(2), (2, 2, 2)), atol=1e-12)
+
+
 def test_encoder_has_no_bias_or_norm():
-    enc = _encoder("relu")
+    enc = _stack("relu")
     names = [n for n, _ in enc.named_parameters()]
     assert all(n.startswith("weights.") for n in names)
     assert not any(isinstance(m, (torch.nn.LayerNorm, torch.nn.BatchNorm1d)) for m in enc.modules())
 
 
-def test_numpy_round_trip():
-    enc = _encoder("prelu").float()
-    back = ELMEncoder.from_numpy(enc.state_to_numpy(), "prelu")
+def test_numpy_round_trip_draws_no_random_numbers():
+    enc = _stack("prelu").float()
+    state = torch.get_rng_state()
+    back = StackedEncoder.from_states(enc.member_states(), "prelu")
+    assert torch.equal(torch.get_rng_state(), state)  # the user's random stream is left alone
     z = torch.randn(5, 7)
     torch.testing.assert_close(back(z), enc(z))
+
+
+def test_members_have_their_own_initial_weights():
+    a = StackedEncoder.random(7, [16], 2, seeds=[1, 2])
+    b = StackedEncoder.random(7, [16], 2, seeds=[2])
+    torch.testing.assert_close(a.weights[0][1], b.weights[0][0])
+    assert not torch.equal(a.weights[0][0], a.weights[0][1])
+
+
+def test_linear_encoder_without_hidden_layers():
+    enc = StackedEncoder.random(7, [], 2, seeds=[0, 1])
+    z = torch.randn(4, 7)
+    y, J = ConsensusEncoder(enc).forward_with_jacobian(z)
+    torch.testing.assert_close(J[0], enc.weights[0].mean(0))
+    torch.testing.assert_close(torch.einsum("bdi,bi->bd", J, z), y)
 
 
 def test_closed_form_gradient_equals_autograd():

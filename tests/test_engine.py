@@ -8,7 +8,7 @@ CORE = Path(__file__).parents[1] / "scelm" / "_core"
 # Third-party packages the engine may use: numerics, and umap-learn's own graph and kernel
 # routines (with its pynndescent), plus tqdm for progress bars.
 ALLOWED = {"numpy", "scipy", "torch", "umap", "pynndescent", "tqdm", "dask"}
-STDLIB = {"__future__", "collections", "dataclasses", "itertools", "math", "typing"}
+STDLIB = {"__future__", "collections", "concurrent", "dataclasses", "itertools", "math", "re", "typing"}
 
 
 def _imports(path: Path) -> set[str]:

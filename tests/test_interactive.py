@@ -20,7 +20,7 @@ GROUP = "CD14+ Monocyte"
 
 @pytest.fixture(scope="module")
 def ensemble():
-    """pbmc68k_reduced with a 3-model ensemble (the selection averages over models)."""
+    """pbmc68k_reduced with a 3-model ensemble: hover and selection explain its consensus."""
     adata = sc.datasets.pbmc68k_reduced()
     scelm.tl.parametric_umap(adata, n_epochs=30, hidden=(32, 32), n_models=3)
     return adata
@@ -39,20 +39,20 @@ def test_hover_lists_are_each_cells_true_top_genes(ensemble):
             order = np.argsort(-np.abs(C[i, axis]))[:5]
             np.testing.assert_array_equal(data.top_genes[i, axis], order)
             np.testing.assert_allclose(data.top_values[i, axis], C[i, axis, order], rtol=1e-6, atol=1e-7)
-    np.testing.assert_allclose(data.member_embeddings[:, 0], ensemble.obsm["X_elm"], rtol=1e-5, atol=1e-5)
-    assert data.all_genes_ranked and data.contributions.shape == (700, 3, 2, len(data.genes))
-    np.testing.assert_allclose(data.contributions[:, 0], C, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(data.embedding, ensemble.obsm["X_elm"], rtol=1e-5, atol=1e-5)
+    assert data.all_genes_ranked and data.contributions.shape == (700, 2, len(data.genes))
+    np.testing.assert_allclose(data.contributions, C, rtol=1e-6, atol=1e-7)
 
 
 def test_budget_keeps_the_genes_whose_contributions_vary_most(ensemble):
-    budget = 700 * (3 * 2 + 1) * 4 * 40.5  # bytes for 40 genes
-    assert candidate_count(700, 3, 2, 765, budget) == 40 and candidate_count(700, 3, 2, 765, 1.0) == 1
+    budget = 700 * (2 + 1) * 4 * 40.5  # bytes for 40 genes
+    assert candidate_count(700, 2, 765, budget) == 40 and candidate_count(700, 2, 765, 1.0) == 1
     data = _data(ensemble, n_top=3, budget_bytes=budget)
     assert len(data.candidates) == 40 and not data.all_genes_ranked
     C = scelm.get.contributions(ensemble, genes=list(data.genes))
     variance = C.var(0, ddof=1).sum(0)
     assert set(data.candidates) == set(np.argsort(-variance)[:40])
-    np.testing.assert_allclose(data.contributions[:, 0], C[:, :, data.candidates], rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(data.contributions, C[:, :, data.candidates], rtol=1e-6, atol=1e-7)
     X = ensemble.raw[:, data.genes[data.candidates]].X
     np.testing.assert_array_equal(data.expression, X.toarray() if hasattr(X, "toarray") else X)
 

@@ -51,15 +51,15 @@ def test_sparse_and_dense_input_agree(sim):
 
 def test_jacobian_matches_autograd_in_gene_space(fitted_pbmc):
     model = StoredModel.from_adata(fitted_pbmc, "elm")
-    enc = model.encoder().double()
-    W = torch.as_tensor(model.front_end.loadings, dtype=torch.float64)
-    ref = torch.as_tensor(model.front_end.reference, dtype=torch.float64)
+    enc = model.model.encoder().double()
+    W = torch.as_tensor(model.model.front_end.loadings, dtype=torch.float64)
+    ref = torch.as_tensor(model.model.front_end.reference, dtype=torch.float64)
     X = model.input_matrix(fitted_pbmc)[:].toarray()
     J = scelm.get.jacobian(fitted_pbmc)
     pos = fitted_pbmc.raw.var_names.get_indexer(model.genes)
 
     def f(x):
-        return enc((x - ref) @ W)
+        return enc(((x - ref) @ W)[None])[0]
 
     for i in [0, 17, 350, 699]:
         x = torch.as_tensor(X[i], dtype=torch.float64)
@@ -72,9 +72,9 @@ def test_jacobian_matches_autograd_in_gene_space(fitted_pbmc):
 
 def test_integrated_gradients_from_zero_equal_contributions(fitted_pbmc):
     model = StoredModel.from_adata(fitted_pbmc, "elm")
-    assert np.all(model.front_end.reference == 0)
-    enc = model.encoder().double()
-    W = torch.as_tensor(model.front_end.loadings, dtype=torch.float64)
+    assert np.all(model.model.front_end.reference == 0)
+    enc = model.model.encoder().double()
+    W = torch.as_tensor(model.model.front_end.loadings, dtype=torch.float64)
     X = model.input_matrix(fitted_pbmc)[:].toarray()
     C = scelm.get.contributions(fitted_pbmc)
     pos = fitted_pbmc.raw.var_names.get_indexer(model.genes)

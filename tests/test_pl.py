@@ -130,26 +130,56 @@ def test_clear_errors(ranked, call, exc, match):
         call(ranked)
 
 
-@pytest.mark.parametrize(
-    "plot",
-    [
-        lambda a, **kw: scelm.pl.training(a, **kw),
-        lambda a, **kw: scelm.pl.reconstruction(a, **kw),
-        lambda a, **kw: scelm.pl.contributions(a, "LYZ", **kw),
-        lambda a, **kw: scelm.pl.gene_arrows(a, "bulk_labels", **kw),
-        lambda a, **kw: scelm.pl.rank_genes_elm(a, groups=["CD19+ B"], **kw),
-        lambda a, **kw: scelm.pl.cell(a, a.obs_names[0], **kw),
-        lambda a, **kw: scelm.pl.compare_de(a, groups=["CD19+ B"], **kw),
-    ],
-)
-def test_every_plot_saves_like_scanpy(ranked, plot, tmp_path):
-    figdir = sc.settings.figdir
-    sc.settings.figdir = tmp_path
+PLOTS = {
+    "training": lambda a, **kw: scelm.pl.training(a, **kw),
+    "reconstruction": lambda a, **kw: scelm.pl.reconstruction(a, **kw),
+    "contributions": lambda a, **kw: scelm.pl.contributions(a, "LYZ", **kw),
+    "gene_arrows": lambda a, **kw: scelm.pl.gene_arrows(a, "bulk_labels", **kw),
+    "rank_genes_elm": lambda a, **kw: scelm.pl.rank_genes_elm(a, groups=["CD19+ B"], **kw),
+    "cell": lambda a, **kw: scelm.pl.cell(a, a.obs_names[0], **kw),
+    "compare_de": lambda a, **kw: scelm.pl.compare_de(a, groups=["CD19+ B"], **kw),
+}
+
+
+@pytest.fixture(params=sorted(PLOTS))
+def plot(request):
+    return PLOTS[request.param], request.param
+
+
+def _saved(tmp_path, call) -> dict[str, int]:
+    """Files (and their sizes) a plot call writes into a fresh figdir (settings restored)."""
+    figdir, autosave = sc.settings.figdir, sc.settings.autosave
+    folder = tmp_path / f"run{len(list(tmp_path.iterdir()))}"
+    sc.settings.figdir = folder
     try:
-        plot(ranked, save="figure.png", show=False)
+        call()
     finally:
-        sc.settings.figdir = figdir
-    assert (tmp_path / "figure.png").stat().st_size > 1000
+        sc.settings.figdir, sc.settings.autosave = figdir, autosave
+        matplotlib.pyplot.close("all")
+    return {p.name: p.stat().st_size for p in folder.iterdir()} if folder.exists() else {}
+
+
+@pytest.mark.parametrize("save", [True, "_x.png", "_y.pdf", "_z", None, False])
+def test_every_plot_saves_like_scanpy(ranked, plot, tmp_path, save):
+    """The file name comes from the same rule as sc.pl.umap(save=...): True gives the plot's
+    name, a string is appended to it (its extension picks the format), None follows
+    sc.settings.autosave (off here)."""
+    ours, name = plot
+    ranked.obsm["X_umap"] = ranked.obsm["X_elm"]
+    theirs = _saved(tmp_path, lambda: sc.pl.umap(ranked, save=save, show=False))
+    mine = _saved(tmp_path, lambda: ours(ranked, save=save, show=False))
+    assert set(mine) == {f.replace("umap", name, 1) for f in theirs}
+    assert all(size > 1000 for size in mine.values())
+
+
+def test_plots_honour_autosave(ranked, plot, tmp_path):
+    ours, name = plot
+
+    def autosaved():
+        sc.settings.autosave = True
+        ours(ranked, show=False)
+
+    assert set(_saved(tmp_path, autosaved)) == {f"{name}{sc.settings.plot_suffix}.{sc.settings.file_format_figs}"}
 
 
 def test_single_panel_plots_draw_into_given_axes(ranked):

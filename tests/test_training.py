@@ -6,10 +6,10 @@ import torch
 from sklearn.manifold import trustworthiness
 
 import scelm
-from scelm._core.encoder import ELMEncoder, StackedEncoder
+from scelm._core.encoder import StackedEncoder
 from scelm._core.graph import edges_from_connectivities, fuzzy_graph
 from scelm._core.loss import find_ab_params
-from scelm._core.train import TrainConfig, default_batch_size, plan_blocks, train_encoder
+from scelm._core.train import TrainConfig, default_batch_size, plan_blocks, train_encoder, train_members
 
 CPU = torch.device("cpu")
 
@@ -58,20 +58,20 @@ def test_plan_lists_every_edge_under_each_block_it_touches():
 
 def _train(z, edges, batch_size, n_epochs=30, seed=0):
     a, b = find_ab_params(1.0, 0.5)
-    stack = StackedEncoder([ELMEncoder(z.shape[1], [32, 32], 2, generator=torch.Generator().manual_seed(seed))])
+    stack = StackedEncoder.random(z.shape[1], [32, 32], 2, seeds=[seed])
     config = TrainConfig(n_epochs, 1e-2, 5, 1.0, a, b, batch_size)
-    history = train_encoder(stack, z, edges, config, device=CPU, seed=seed, progress=False)
+    history = train_encoder(stack, z, edges, config, device=CPU, seed=seed)
     with torch.no_grad():
         return stack(torch.as_tensor(z))[0].numpy(), history[0]
 
 
 def test_each_step_encodes_one_block_and_each_epoch_every_cell_once():
     z, edges = _graph(1000)
-    stack = StackedEncoder([ELMEncoder(8, [32, 32], 2, generator=torch.Generator().manual_seed(0))])
+    stack = StackedEncoder.random(8, [32, 32], 2, seeds=[0])
     rows = []
     hook = stack.register_forward_hook(lambda mod, inp, out: rows.append((inp[0].shape[0], torch.is_grad_enabled())))
     a, b = find_ab_params(1.0, 0.5)
-    train_encoder(stack, z, edges, TrainConfig(3, 1e-2, 5, 1.0, a, b, 300), device=CPU, seed=0, progress=False)
+    train_encoder(stack, z, edges, TrainConfig(3, 1e-2, 5, 1.0, a, b, 300), device=CPU, seed=0)
     hook.remove()
     with_grad = [r for r, grad in rows if grad]
     assert max(r for r, _ in rows) <= 300  # activations of one block only, cache included
@@ -109,3 +109,30 @@ def test_parametric_umap_records_and_checks_train_batch_size(sim):
     assert params["train_batch_size"] == 150 and params["n_epochs"] == 10
     with pytest.raises(ValueError, match="train_batch_size"):
         scelm.tl.parametric_umap(sim, train_batch_size=0)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_members_train_in_threads_or_one_stack_alike(threads):
+    """Both device branches of train_members (one batched stack, as on a GPU, or groups of
+    members in threads, as on CPU) train every member, keep their order and leave torch's
+    thread count as it was."""
+    z, edges = _graph(300)
+    a, b = find_ab_params(1.0, 0.5)
+    start = StackedEncoder.random(8, [16], 2, seeds=range(3))
+    before = torch.get_num_threads()
+    stack, history = train_members(StackedEncoder.from_states(start.member_states(), "relu"), z, edges,
+                                   TrainConfig(20, 1e-2, 5, 1.0, a, b, 300), device=CPU, seed=0, progress=False, threads=threads)
+    assert torch.get_num_threads() == before
+    assert history.shape == (3, 20) and np.all(np.isfinite(history)) and np.all(history[:, -1] < history[:, 0])
+    for m in range(3):  # every member moved from its own start
+        assert not torch.equal(stack.weights[0][m], start.weights[0][m])
+    if threads == 1:  # one stack: the members differ only by their initial weights and negatives
+        assert len({round(float(h), 6) for h in history[:, -1]}) == 3
+
+
+def test_member_threads_is_one_stack_on_gpu_and_a_thread_per_core_on_cpu():
+    from scelm._core.train import member_threads
+
+    assert member_threads(torch.device("cuda"), 10) == 1
+    assert member_threads(CPU, 10) == min(10, torch.get_num_threads())
+    assert member_threads(CPU, 1) == 1

@@ -9,10 +9,10 @@ import scanpy as sc
 import torch
 
 import scelm
-from scelm._core.encoder import ELMEncoder, StackedEncoder
+from scelm._core.encoder import StackedEncoder
 from scelm._core.layout import LAYOUT_SCALE, pca_layout
 from scelm._core.loss import umap_loss_and_gradient
-from scelm._core.ranking import member_agreement, split_half_agreement
+from scelm._core.ranking import MemberMeans, member_agreement, resampled_agreement, split_half_agreement
 from scelm._core.train import fit_to_layout
 
 matplotlib.use("Agg")
@@ -29,15 +29,15 @@ def test_pca_layout_is_seed_free_scaled_and_sign_fixed():
 
 
 def test_stacked_encoder_is_its_members():
-    members = [ELMEncoder(6, [8, 5], 2, activation="prelu", generator=torch.Generator().manual_seed(s)) for s in range(3)]
-    stack = StackedEncoder(members)
+    stack = StackedEncoder.random(6, [8, 5], 2, seeds=range(3), activation="prelu")
     z = torch.randn(11, 6)
     with torch.no_grad():
-        np.testing.assert_allclose(stack(z).numpy(), torch.stack([m(z) for m in members]).numpy(), rtol=1e-6, atol=1e-6)
-        for m, back in zip(members, stack.unstack()):
-            np.testing.assert_array_equal(back(z).numpy(), m(z).numpy())
+        for m, state in enumerate(stack.member_states()):
+            alone = StackedEncoder.from_states([state], "prelu")
+            np.testing.assert_allclose(stack(z)[m].numpy(), alone(z)[0].numpy(), rtol=1e-6, atol=1e-6)
+    narrow = StackedEncoder.random(6, [8], 2, seeds=[0]).member_states()
     with pytest.raises(ValueError, match="share"):
-        StackedEncoder([members[0], ELMEncoder(6, [8], 2)])
+        StackedEncoder.from_states([stack.member_states()[0], narrow[0]], "prelu")
 
 
 def test_loss_of_stacked_embeddings_is_per_member():
@@ -59,7 +59,7 @@ def test_fit_to_layout_reproduces_the_layout():
     rng = np.random.default_rng(0)
     z = torch.as_tensor(np.abs(rng.normal(size=(400, 10))), dtype=torch.float32)
     target = torch.as_tensor(pca_layout(z.numpy(), 2))
-    stack = StackedEncoder([ELMEncoder(10, [64, 64], 2, generator=torch.Generator().manual_seed(s)) for s in range(3)])
+    stack = StackedEncoder.random(10, [64, 64], 2, seeds=range(3))
     fit_to_layout(stack, z, target, 300, learning_rate=1e-2, batch_size=400, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         y = stack(z)
@@ -105,17 +105,30 @@ def test_bad_init(sim, init, exc, match):
     assert "elm" not in sim.uns
 
 
-def test_split_half_agreement():
+def _means(member_scores: np.ndarray) -> MemberMeans:
+    """Members whose separation scores are the rows of ``member_scores`` (a shared direction)."""
+    t = torch.as_tensor(member_scores, dtype=torch.float64)
+    n_members, n_genes = t.shape
+    delta_c = torch.zeros(n_members, 2, n_genes, dtype=torch.float64)
+    delta_c[:, 0] = t
+    delta_y = torch.tensor([[1.0, 0.0]] * n_members, dtype=torch.float64)
+    return MemberMeans(delta_y=delta_y, delta_c=delta_c, mean_c=delta_c, mean_j=delta_c)
+
+
+@pytest.mark.parametrize("estimate", [resampled_agreement, split_half_agreement])
+def test_stability_estimates(estimate):
     lower = np.zeros(30, dtype=bool)
     same = np.tile(np.linspace(1, 0, 30), (4, 1))
-    assert split_half_agreement(same, lower, 10) == 1.0
-    # Two camps of members with disjoint favourites: the halves of every split that keeps
-    # each camp together disagree completely, the mixed splits agree completely.
+    assert estimate(_means(same), "separation", lower, 10) == 1.0
+    # Two camps of members with disjoint favourites: resamples and halves disagree in part.
     camps = np.stack([np.roll(np.linspace(1, 0, 30), 15 * (m % 2)) for m in range(4)])
-    assert 0.0 < split_half_agreement(camps, lower, 10) < 1.0
-    assert np.isnan(split_half_agreement(same[:1], lower, 10))
-    many = np.random.default_rng(0).normal(size=(12, 30))  # C(12, 6) splits: 20 drawn
-    assert 0.0 <= split_half_agreement(many, lower, 10) <= 1.0
+    assert 0.0 < estimate(_means(camps), "separation", lower, 10) < 1.0
+    assert np.isnan(estimate(_means(same[:1]), "separation", lower, 10))
+    # Noisier members, lower stability: the estimate follows the noise.
+    rng = np.random.default_rng(0)
+    signal = np.linspace(2, 0, 30)
+    levels = [estimate(_means(signal + rng.normal(scale=s, size=(6, 30))), "separation", lower, 10) for s in (0.05, 0.3, 3.0)]
+    assert levels[0] > levels[1] > levels[2], levels
 
 
 def test_member_agreement():

@@ -85,10 +85,7 @@ def fuzzy_graph(x: np.ndarray, *, n_neighbors: int, random_state: int | None, de
     by ``method`` (see :func:`knn_method`)."""
     from umap.umap_ import fuzzy_simplicial_set
 
-    n = x.shape[0]
-    if n_neighbors < 2 or n_neighbors > n:
-        raise ValueError(f"n_neighbors must be in [2, n_obs={n}], got {n_neighbors}.")
-    if knn_method(n, method, device) == "exact":
+    if knn_method(x.shape[0], method, device) == "exact":
         knn_idx, knn_dist = exact_knn(x, n_neighbors, device=device)
     else:
         from pynndescent import NNDescent

@@ -2,7 +2,8 @@
 
 For ``z = (x - x_ref) @ W`` and a homogeneous encoder f, the gene-space Jacobian is
 ``J = J_z(z) @ W.T`` and ``sum_g J[:, g] * (x - x_ref)[g] = J_z z = f(z)`` exactly. Memory
-is bounded by one batch of ``batch_size x d x n_genes``; callers reduce or store each batch.
+is bounded by one batch of ``batch_size x d x n_genes`` (times M for the members of an
+ensemble); callers reduce or store each batch.
 """
 
 from __future__ import annotations
@@ -14,55 +15,61 @@ import numpy as np
 import torch
 
 from .blocks import BLOCK_ROWS, iter_row_chunks, map_rows
-from .encoder import ELMEncoder
-from .frontend import LinearFrontEnd
+from .model import ELMModel
 
 
 @dataclass
 class Batch:
     start: int
     stop: int
-    embedding: torch.Tensor  # (b, d)
-    jacobian: torch.Tensor | None  # (b, d, n_genes) in gene space
+    embedding: torch.Tensor  # (b, d), or (b, M, d) for the aligned members
+    jacobian: torch.Tensor | None  # (b, d, n_genes) or (b, M, d, n_genes), in gene space
     centred: torch.Tensor  # (b, n_genes): x - x_ref
 
     def contributions(self) -> torch.Tensor:
-        """``J * (x - x_ref)``: (b, d, n_genes); sums over genes to the embedding."""
-        return self.jacobian * self.centred.unsqueeze(1)
+        """``J * (x - x_ref)``, shaped like ``jacobian``; sums over genes to the embedding."""
+        centred = self.centred.view(self.centred.shape[0], *([1] * (self.jacobian.dim() - 2)), -1)
+        return self.jacobian * centred
 
 
 def iter_batches(
-    front_end: LinearFrontEnd,
-    encoder: ELMEncoder,
+    model: ELMModel,
     X,
     *,
     device: torch.device,
     batch_size: int = BLOCK_ROWS,
     jacobian: bool = True,
+    members: bool = False,
 ) -> Iterator[Batch]:
-    """Embed the rows of ``X`` (cells x model genes, dense or sparse) batch by batch."""
-    encoder = encoder.to(device).eval()
-    W = torch.as_tensor(front_end.loadings, device=device)
-    ref = torch.as_tensor(front_end.reference, device=device)
+    """Embed the rows of ``X`` (cells x model genes, dense or sparse) batch by batch with
+    the consensus, or with each aligned member (``members=True``)."""
+    encoder = model.encoder().to(device).eval()
+    W = torch.as_tensor(model.front_end.loadings, device=device)
+    ref = torch.as_tensor(model.front_end.reference, device=device)
     for start, stop, rows in iter_row_chunks(X, batch_size, dtype=np.float32):
         centred = torch.as_tensor(rows, device=device) - ref
         z = centred @ W
-        if jacobian:
-            y, jz = encoder.forward_with_jacobian(z)
-            jg = jz @ W.T
-        else:
-            with torch.no_grad():
+        jg = None
+        with torch.no_grad():
+            if members and jacobian:
+                y, jz = encoder.aligned_with_jacobian(z)
+                y, jg = y.transpose(0, 1), (jz @ W.T).transpose(0, 1)
+            elif members:
+                y = encoder.aligned(z).transpose(0, 1)
+            elif jacobian:
+                y, jz = encoder.forward_with_jacobian(z)
+                jg = jz @ W.T
+            else:
                 y = encoder(z)
-            jg = None
         yield Batch(start, stop, y, jg, centred)
 
 
-def embed(front_end: LinearFrontEnd, encoder: ELMEncoder, X, *, device: torch.device, batch_size: int = BLOCK_ROWS) -> np.ndarray:
-    """Embedding of every row of ``X`` as float32 ``(n, d)``, a block of ``batch_size`` rows
-    at a time (Dask tasks when ``X`` reads a Dask array)."""
+def embed(model: ELMModel, X, *, device: torch.device, batch_size: int = BLOCK_ROWS) -> np.ndarray:
+    """Consensus embedding of every row of ``X`` as float32 ``(n, d)``, a block of
+    ``batch_size`` rows at a time (Dask tasks when ``X`` reads a Dask array)."""
 
     def block(rows) -> np.ndarray:
-        batches = iter_batches(front_end, encoder, rows, device=device, batch_size=batch_size, jacobian=False)
+        batches = iter_batches(model, rows, device=device, batch_size=batch_size, jacobian=False)
         return np.concatenate([b.embedding.cpu().numpy() for b in batches])
 
-    return map_rows(X, block, encoder.n_out, chunk=batch_size)
+    return map_rows(X, block, model.n_components, chunk=batch_size)

@@ -1,5 +1,6 @@
-"""Every option that takes one of a few strings: a ``Literal`` type for signatures and docs,
-and the tuple it is checked against. Imports nothing heavy (``import scelm`` stays fast)."""
+"""Every option that takes one of a few strings (a ``Literal`` type for signatures and docs,
+and the tuple it is checked against), and the stability thresholds tools and plots share.
+Imports nothing heavy (``import scelm`` stays fast)."""
 
 from typing import Literal, get_args
 
@@ -18,3 +19,8 @@ SCORES = get_args(Score)
 CORR_METHODS = get_args(CorrMethod)
 PROTOCOLS = get_args(Protocol)
 KNN_METHODS = get_args(KnnMethod)
+
+# Rankings' agreement is measured on the top-AGREEMENT_TOP genes (Jaccard index); a group
+# whose stability is below UNSTABLE gets a warning (and a red title in scelm.pl.rank_genes_elm).
+AGREEMENT_TOP = 10
+UNSTABLE = 0.5

@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .encoder import ELMEncoder
 from .frontend import LinearFrontEnd
+from .model import ELMModel
 
 
 def _inputs(front_end: LinearFrontEnd, X: np.ndarray, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -23,20 +23,17 @@ def _inputs(front_end: LinearFrontEnd, X: np.ndarray, device) -> tuple[torch.Ten
 
 
 @torch.no_grad()
-def perturbed_embedding(
-    front_end: LinearFrontEnd, encoder: ELMEncoder, X: np.ndarray, genes: np.ndarray, values: np.ndarray, *, device
-) -> np.ndarray:
-    """Embedding of the rows of ``X`` with model genes ``genes`` (positions) set to ``values``."""
-    x, W, z = _inputs(front_end, X, device)
+def perturbed_embedding(model: ELMModel, X: np.ndarray, genes: np.ndarray, values: np.ndarray, *, device) -> np.ndarray:
+    """Consensus embedding of the rows of ``X`` with model genes ``genes`` (positions) set to ``values``."""
+    x, W, z = _inputs(model.front_end, X, device)
     idx = torch.as_tensor(genes, device=device, dtype=torch.long)
     shift = x[:, idx] - torch.as_tensor(values, device=device, dtype=torch.float32)
-    return encoder.to(device)(z - shift @ W[idx]).cpu().numpy()
+    return model.encoder().to(device)(z - shift @ W[idx]).cpu().numpy()
 
 
 @torch.no_grad()
 def deletion_curve(
-    front_end: LinearFrontEnd,
-    encoder: ELMEncoder,
+    model: ELMModel,
     X_group: np.ndarray,
     X_ref: np.ndarray,
     order: np.ndarray,
@@ -55,9 +52,9 @@ def deletion_curve(
     reference, > 1: pushed past it). Genes are deleted in the group's cells, and also in
     the reference's when ``both``.
     """
-    encoder = encoder.to(device)
-    xg, W, zg = _inputs(front_end, X_group, device)
-    xr, _, zr = _inputs(front_end, X_ref, device)
+    encoder = model.encoder().to(device)
+    xg, W, zg = _inputs(model.front_end, X_group, device)
+    xr, _, zr = _inputs(model.front_end, X_ref, device)
     vals = torch.as_tensor(values, device=device, dtype=torch.float32)
     cg, cr = encoder(zg).mean(0), encoder(zr).mean(0)
     dist = torch.linalg.vector_norm(cg - cr)

@@ -1,13 +1,15 @@
 """Per-group moments of contributions, streamed, and the ELM ranking scores from them.
 
-Per cell i and gene k, the contribution vector c_ik (length d, or M*d stacked over the M
-models of an ensemble) is reduced per cell group into
+Per cell i and gene k, with c^m_ik (length d) the contribution vector of the aligned member
+m of an ensemble and c̄_ik their mean (the consensus's), the cells are reduced per group into
 
-    n[c], S1[c] = sum c_i, S2[c] = sum c_i c_i^T, SJ[c] = sum J_i, SY[c] = sum y_i
+    n[g], S1[g] = sum c^m_i (stacked over m), SJ[g] = sum J^m_i, SY[g] = sum y^m_i,
+    S2[g] = sum c̄_i c̄_i^T
 
-so the memory is O(groups x (M d)^2 x genes), never cells x d x genes. Every direction u
-can be applied after the pass: the mean of (c_i . u) is S1 . u / n and its second moment
-u^T S2 u / n, which is what the per-cell t-test needs.
+so the memory is O(groups x M d x genes + groups x d^2 x genes), never cells x d x genes.
+Every direction u can be applied after the pass: the consensus's mean of (c̄_i . u) follows
+from S1 and its second moment is u^T S2 u / n, which is what the per-cell t-test needs;
+the members' sums give every member's, and any subset's, scores.
 """
 
 from __future__ import annotations
@@ -19,42 +21,46 @@ import torch
 
 
 class GroupMoments:
-    """Accumulates the sums above for ``n_groups`` cell groups on ``device`` (float64)."""
+    """Accumulates the sums above for ``n_groups`` cell groups of an ensemble of
+    ``n_members`` members with ``d`` axes, on ``device`` (float64)."""
 
     FIELDS = ("n", "s1", "s2", "sj", "sy")
 
-    def __init__(self, n_groups: int, dim: int, n_genes: int, *, device: torch.device):
+    def __init__(self, n_groups: int, n_members: int, d: int, n_genes: int, *, device: torch.device):
         f64 = dict(dtype=torch.float64, device=device)
+        self.n_members, self.d = n_members, d
         self.n = torch.zeros(n_groups, **f64)
-        self.s1 = torch.zeros(n_groups, dim, n_genes, **f64)
-        self.s2 = torch.zeros(n_groups, dim, dim, n_genes, **f64)
-        self.sj = torch.zeros(n_groups, dim, n_genes, **f64)
-        self.sy = torch.zeros(n_groups, dim, **f64)
+        self.s1 = torch.zeros(n_groups, n_members * d, n_genes, **f64)
+        self.s2 = torch.zeros(n_groups, d, d, n_genes, **f64)
+        self.sj = torch.zeros(n_groups, n_members * d, n_genes, **f64)
+        self.sy = torch.zeros(n_groups, n_members * d, **f64)
 
-    def update(self, onehot: torch.Tensor, contrib: torch.Tensor, jac: torch.Tensor, y: torch.Tensor) -> None:
-        """``onehot (b, G)``; ``contrib, jac (b, dim, genes)``; ``y (b, dim)``."""
-        oh = onehot.to(torch.float64)
-        c = contrib.to(torch.float64)
-        self.n += oh.sum(0)
-        self.s1 += torch.einsum("bg,bik->gik", oh, c)
-        self.sj += torch.einsum("bg,bik->gik", oh, jac.to(torch.float64))
-        self.sy += oh.T @ y.to(torch.float64)
-        dim = c.shape[1]
-        for i in range(dim):
-            for j in range(i, dim):
-                block = oh.T @ (c[:, i, :] * c[:, j, :])
-                self.s2[:, i, j] += block
+    def update(self, code: torch.Tensor, contrib: torch.Tensor, jac: torch.Tensor, y: torch.Tensor) -> None:
+        """``code (b,)`` each cell's group (-1: left out); the aligned members'
+        ``contrib, jac (b, M, d, genes)`` and ``y (b, M, d)``."""
+        keep = torch.nonzero(code >= 0).squeeze(1)
+        idx = code[keep]
+        f64 = torch.float64
+        self.n.index_add_(0, idx, torch.ones(len(idx), dtype=f64, device=idx.device))
+        self.s1.index_add_(0, idx, contrib[keep].flatten(1, 2).to(f64))
+        self.sj.index_add_(0, idx, jac[keep].flatten(1, 2).to(f64))
+        self.sy.index_add_(0, idx, y[keep].flatten(1, 2).to(f64))
+        mean = contrib[keep].mean(1)  # the consensus's contributions
+        for i in range(self.d):
+            for j in range(i, self.d):
+                block = (mean[:, i, :] * mean[:, j, :]).to(f64)
+                self.s2[:, i, j].index_add_(0, idx, block)
                 if i != j:
-                    self.s2[:, j, i] += block
+                    self.s2[:, j, i].index_add_(0, idx, block)
 
     def to_flat(self) -> np.ndarray:
         """Every sum in one float64 vector (what a Dask task returns)."""
         return np.concatenate([getattr(self, k).cpu().numpy().ravel() for k in self.FIELDS])
 
     @classmethod
-    def from_flat(cls, flat: np.ndarray, n_groups: int, dim: int, n_genes: int, *, device: torch.device) -> GroupMoments:
+    def from_flat(cls, flat: np.ndarray, n_groups: int, n_members: int, d: int, n_genes: int, *, device) -> GroupMoments:
         """Inverse of :meth:`to_flat`."""
-        acc = cls(n_groups, dim, n_genes, device=device)
+        acc = cls(n_groups, n_members, d, n_genes, device=device)
         start = 0
         for k in cls.FIELDS:
             t = getattr(acc, k)
@@ -69,54 +75,86 @@ class GroupMoments:
 
 
 @dataclass
+class MemberMeans:
+    """One group against its reference, per aligned member m of the ensemble: the
+    differences of mean embedding ``delta_y (M, d)`` and of mean contributions
+    ``delta_c (M, d, genes)``, the group's mean contributions ``mean_c`` and mean
+    Jacobians ``mean_j``. The consensus is the members' mean, so every score of the
+    consensus, or of any weighted subset of members, follows from these."""
+
+    delta_y: torch.Tensor
+    delta_c: torch.Tensor
+    mean_c: torch.Tensor
+    mean_j: torch.Tensor
+
+    @property
+    def n_members(self) -> int:
+        return self.delta_y.shape[0]
+
+    def direction(self, weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Unit vector from the reference's centroid to the group's in the map of the
+        members weighted by ``weights`` (summing to 1), and the centroids' distance."""
+        dy = weights @ self.delta_y
+        dist = dy.norm()
+        return dy / dist.clamp_min(1e-30), dist
+
+    def scores(self, score: str, weights: torch.Tensor) -> torch.Tensor:
+        """Every gene's ``score`` in the map of the weighted members (uniform: the consensus).
+
+        separation = (mean c_group - mean c_ref) . u sums over genes to the centroid
+        distance; position = mean c_group . u to the group centroid's coordinate along u;
+        magnitude = |mean c_group| (unsigned); weight = mean J_group . u (no expression).
+        """
+        u, _ = self.direction(weights)
+        if score == "magnitude":
+            return torch.einsum("m,mdk->dk", weights, self.mean_c).norm(dim=0)
+        field = {"separation": self.delta_c, "position": self.mean_c, "weight": self.mean_j}[score]
+        return torch.einsum("m,mdk,d->k", weights, field, u)
+
+    def member_parts(self, score: str) -> torch.Tensor:
+        """``(M, genes)``: each member's part of the consensus score, projected on the
+        consensus direction, so that the consensus score is their mean (for the unsigned
+        magnitude, each member's own)."""
+        if score == "magnitude":
+            return self.mean_c.norm(dim=1)
+        u, _ = self.direction(uniform(self.n_members, self.delta_y))
+        field = {"separation": self.delta_c, "position": self.mean_c, "weight": self.mean_j}[score]
+        return torch.einsum("mdk,d->mk", field, u)
+
+
+def uniform(n_members: int, like: torch.Tensor) -> torch.Tensor:
+    return torch.full((n_members,), 1.0 / n_members, dtype=like.dtype, device=like.device)
+
+
+@dataclass
 class GroupScores:
-    """Scores of every gene for one group against its reference, averaged over models."""
+    """Scores of every gene for one group against its reference, in the consensus map."""
 
-    separation: np.ndarray
-    position: np.ndarray
-    magnitude: np.ndarray
-    weight: np.ndarray
-    spread: dict[str, np.ndarray]  # standard error over models of each score (zeros for M=1)
-    per_model: dict[str, np.ndarray]  # each score of each model, (M, genes)
-    t: np.ndarray  # Welch t of the per-cell projected contribution, group vs reference
+    scores: dict[str, np.ndarray]  # each score of the consensus
+    members: MemberMeans  # what resampled and per-member scores are computed from
+    t: np.ndarray  # Welch t of the per-cell projected consensus contribution, group vs reference
     dof: np.ndarray
-    distance: float  # mean over models of |centroid_g - centroid_ref|
+    distance: float  # |centroid_group - centroid_ref| in the consensus map
 
 
-def group_scores(g: dict, r: dict, n_models: int, d: int) -> GroupScores:
-    """Scores of group sums ``g`` against reference sums ``r`` (from :meth:`GroupMoments.pooled`).
-
-    With u_m the unit vector from the reference centroid to the group centroid in model m:
-    separation = (mean c_g - mean c_ref) . u_m sums over genes to the centroid distance;
-    position = mean c_g . u_m sums to the group centroid's coordinate along u_m; magnitude
-    = |mean c_g| (unsigned); weight = mean J_g . u_m (the Jacobian alone, no expression).
-    """
+def group_scores(g: dict, r: dict, n_members: int, d: int) -> GroupScores:
+    """Scores of group sums ``g`` against reference sums ``r`` (from :meth:`GroupMoments.pooled`
+    over the stacked contributions of the ``n_members`` aligned members)."""
     ng, nr = g["n"], r["n"]
-    mu_g = (g["sy"] / ng).reshape(n_models, d)
-    mu_r = (r["sy"] / nr).reshape(n_models, d)
-    delta = mu_g - mu_r
-    dist = delta.norm(dim=1)
-    u = delta / dist.clamp_min(1e-30).unsqueeze(1)  # (M, d)
-    mc_g = (g["s1"] / ng).reshape(n_models, d, -1)
-    mc_r = (r["s1"] / nr).reshape(n_models, d, -1)
-    mj_g = (g["sj"] / ng).reshape(n_models, d, -1)
-    per_model = {
-        "separation": torch.einsum("mdk,md->mk", mc_g - mc_r, u),
-        "position": torch.einsum("mdk,md->mk", mc_g, u),
-        "magnitude": mc_g.norm(dim=1),
-        "weight": torch.einsum("mdk,md->mk", mj_g, u),
-    }
-    mean = {k: v.mean(0).cpu().numpy() for k, v in per_model.items()}
-    spread = {
-        k: (v.std(0, unbiased=True) / np.sqrt(n_models)).cpu().numpy() if n_models > 1 else np.zeros(v.shape[1])
-        for k, v in per_model.items()
-    }
-    # Per-cell score s_i = mean_m c_i^m . u_m = c_i . w with w the stacked u_m / M.
-    w = (u / n_models).reshape(-1)
+    means = MemberMeans(
+        delta_y=(g["sy"] / ng - r["sy"] / nr).reshape(n_members, d),
+        delta_c=(g["s1"] / ng - r["s1"] / nr).reshape(n_members, d, -1),
+        mean_c=(g["s1"] / ng).reshape(n_members, d, -1),
+        mean_j=(g["sj"] / ng).reshape(n_members, d, -1),
+    )
+    weights = uniform(n_members, means.delta_y)
+    u, dist = means.direction(weights)
 
     def moments(s: dict, n: torch.Tensor):
-        m1 = torch.einsum("ik,i->k", s["s1"], w) / n
-        m2 = torch.einsum("ijk,i,j->k", s["s2"], w, w) / n
+        # Per-cell consensus score c̄_i . u: its mean from the members' sums, its second
+        # moment from the consensus's.
+        m1 = torch.einsum("mdk,d->k", s["s1"].reshape(n_members, d, -1), u) / n_members / n
+        m2 = torch.einsum("ijk,i,j->k", s["s2"], u, u) / n
         var = (m2 - m1**2).clamp_min(0) * n / (n - 1).clamp_min(1)
         return m1, var
 
@@ -127,12 +165,8 @@ def group_scores(g: dict, r: dict, n_models: int, d: int) -> GroupScores:
     t = torch.where(se > 0, (m_g - m_r) / se.clamp_min(1e-300), torch.zeros_like(se))
     dof_den = se2_g**2 / (ng - 1).clamp_min(1) + se2_r**2 / (nr - 1).clamp_min(1)
     dof = torch.where(dof_den > 0, (se2_g + se2_r) ** 2 / dof_den.clamp_min(1e-300), torch.ones_like(se))
-    return GroupScores(
-        separation=mean["separation"], position=mean["position"], magnitude=mean["magnitude"],
-        weight=mean["weight"], spread=spread, per_model={k: v.cpu().numpy() for k, v in per_model.items()},
-        t=t.cpu().numpy(), dof=dof.cpu().numpy(),
-        distance=float(dist.mean()),
-    )
+    scores = {name: means.scores(name, weights).cpu().numpy() for name in ("separation", "position", "magnitude", "weight")}
+    return GroupScores(scores=scores, members=means, t=t.cpu().numpy(), dof=dof.cpu().numpy(), distance=float(dist))
 
 
 def rank_order(values: np.ndarray, lower: np.ndarray) -> np.ndarray:
@@ -160,27 +194,45 @@ def member_agreement(orders: np.ndarray, n_top: int) -> tuple[float, np.ndarray]
     return float(np.mean(pairs)), ranks.std(0, ddof=1)
 
 
-def split_half_agreement(values: np.ndarray, lower: np.ndarray, n_top: int, *, max_splits: int = 20) -> float:
-    """How reproducible the ensemble's averaged ranking is: the members (rows of ``values``,
-    ``(M, genes)``) are split into two disjoint halves, each half's scores averaged and
-    ranked, and the halves' top-``n_top`` sets compared (Jaccard), averaged over splits (all
-    of them, or ``max_splits`` drawn with a fixed seed). Each half is a smaller, independent
-    ensemble, so this estimates what another seed would give, slightly pessimistically.
-    NaN for fewer than 2 models."""
+def _jaccard(a, b) -> float:
+    a, b = set(a), set(b)
+    return len(a & b) / len(a | b)
+
+
+def _top(means: MemberMeans, score: str, weights: np.ndarray, lower: np.ndarray, n_top: int) -> np.ndarray:
+    w = torch.as_tensor(weights, dtype=means.delta_y.dtype, device=means.delta_y.device)
+    return rank_order(means.scores(score, w).cpu().numpy(), lower)[:n_top]
+
+
+def split_half_agreement(means: MemberMeans, score: str, lower: np.ndarray, n_top: int, *, max_splits: int = 20) -> float:
+    """The members split into two disjoint halves, each half's consensus ranked, and the
+    halves' top-``n_top`` sets compared (Jaccard), averaged over splits. NaN for one member."""
     from itertools import combinations
 
-    n_models = values.shape[0]
-    if n_models < 2:
+    n = means.n_members
+    if n < 2:
         return float("nan")
-    splits = list(combinations(range(n_models), n_models // 2))
+    splits = list(combinations(range(n), n // 2))
     if len(splits) > max_splits:
         pick = np.random.default_rng(0).choice(len(splits), max_splits, replace=False)
         splits = [splits[i] for i in pick]
-    scores = []
+    out = []
     for half in splits:
-        inside = np.zeros(n_models, dtype=bool)
+        inside = np.zeros(n, dtype=bool)
         inside[list(half)] = True
-        a = set(rank_order(values[inside].mean(0), lower)[:n_top].tolist())
-        b = set(rank_order(values[~inside].mean(0), lower)[:n_top].tolist())
-        scores.append(len(a & b) / len(a | b))
-    return float(np.mean(scores))
+        a = _top(means, score, inside / inside.sum(), lower, n_top)
+        b = _top(means, score, ~inside / (~inside).sum(), lower, n_top)
+        out.append(_jaccard(a, b))
+    return float(np.mean(out))
+
+
+def resampled_agreement(means: MemberMeans, score: str, lower: np.ndarray, n_top: int, *, n_pairs: int = 50) -> float:
+    """Expected top-``n_top`` agreement (Jaccard) of the consensus ranking with one from
+    another ``random_state``, estimated by bootstrap over the members: pairs of ensembles
+    of M members drawn with replacement, each pair's consensus rankings compared. NaN for
+    one member."""
+    n = means.n_members
+    if n < 2:
+        return float("nan")
+    draws = np.random.default_rng(0).multinomial(n, np.full(n, 1.0 / n), size=(n_pairs, 2)) / n
+    return float(np.mean([_jaccard(_top(means, score, a, lower, n_top), _top(means, score, b, lower, n_top)) for a, b in draws]))

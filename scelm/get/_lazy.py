@@ -31,12 +31,11 @@ def lazy_values(model: StoredModel, X: GeneColumns, pos: np.ndarray, *, contribu
     from .._core.jacobian import iter_batches
 
     src = rows_as_dask(X.X, batch_size)
-    idx, d = X.idx, model.n_components
-    front_end, encoder = model.front_end, model.encoder()
+    idx, d, elm = X.idx, model.n_components, model.model
 
     def block(rows):
         out = np.zeros((rows.shape[0], d, len(pos)), dtype=np.float32)
-        batches = iter_batches(front_end, encoder, GeneColumns(rows, idx), device=device, batch_size=batch_size)
+        batches = iter_batches(elm, GeneColumns(rows, idx), device=device, batch_size=batch_size)
         return fill(out, batches, pos, contributions=contributions)
 
     return da.map_blocks(

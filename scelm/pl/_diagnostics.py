@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 from anndata import AnnData
 
-from .. import _keys, get
+from .. import _keys
+from .._core.blocks import BLOCK_ROWS
 from .._docs import doc_params
 from .._model import StoredModel
 from ._utils import doc_show, finish, panels
@@ -21,8 +22,9 @@ def training(
     save: bool | str | None = None,
     return_fig: bool = False,
 ):
-    """UMAP cross-entropy per epoch of the fit stored in ``uns[elm_key]``, one line per model
-    of the ensemble (the first, which gives the embedding, drawn solid).
+    """The training curve of the fit stored in ``uns[elm_key]``, one line per model of the
+    ensemble: UMAP's cross-entropy per epoch for :func:`scelm.tl.parametric_umap`, the
+    held-out mean squared error per check for :func:`scelm.tl.explain_embedding`.
 
     Parameters
     ----------
@@ -34,15 +36,22 @@ def training(
         Axes to draw into.
     {doc_show}
     """
-    history = StoredModel.from_adata(adata, elm_key).loss_history
+    stored = StoredModel.from_adata(adata, elm_key)
+    history = stored.loss_history
     if history.size == 0:
         raise ValueError(f"adata.uns[{elm_key!r}] has no loss history.")
     fig, axes = panels(1, ncols=1, panel_size=(5, 3.5), ax=ax)
-    for i, member in enumerate(history):  # one line per model of the ensemble
-        axes[0].plot(np.arange(1, member.size + 1), member, lw=1, alpha=1.0 if i == 0 else 0.5)
-    axes[0].set_xlabel("epoch (one pass over all cells)")
-    axes[0].set_ylabel("UMAP cross-entropy per edge weight")
-    axes[0].set_title(f"training of {elm_key!r}: final {history[0, -1]:.4g}")
+    if stored.params.get("method") == "explain_embedding":
+        steps = (np.arange(history.shape[1]) + 1) * 50
+        xlabel, ylabel = "regression step", "held-out mean squared error"
+    else:
+        steps = np.arange(1, history.shape[1] + 1)
+        xlabel, ylabel = "epoch (one pass over all cells)", "UMAP cross-entropy per edge weight"
+    for member in history:  # one line per model of the ensemble
+        axes[0].plot(steps, member, lw=1, alpha=0.7)
+    axes[0].set_xlabel(xlabel)
+    axes[0].set_ylabel(ylabel)
+    axes[0].set_title(f"training of {elm_key!r}: final {history[:, -1].mean():.4g} (mean over models)")
     return finish(fig, axes, show=show, return_fig=return_fig, save=save, name="training")
 
 
@@ -67,10 +76,14 @@ def reconstruction(
         ``key_added`` of the model.
     {doc_show}
     """
-    Y = np.asarray(adata.obsm[_keys.embedding_key(elm_key)]) if _keys.embedding_key(elm_key) in adata.obsm else None
-    if Y is None:
-        raise KeyError(f"No embedding adata.obsm['X_{elm_key}'].")
-    total = get.contributions(adata, elm_key=elm_key).sum(-1)
+    key = _keys.embedding_key(elm_key)
+    if key not in adata.obsm:
+        raise KeyError(f"No embedding adata.obsm[{key!r}].")
+    Y = np.asarray(adata.obsm[key])
+    model = StoredModel.from_adata(adata, elm_key)
+    total = np.empty_like(Y, dtype=np.float32)  # streamed: one batch of contributions at a time
+    for b in model.iter_batches(adata, elm_key, model.input_matrix(adata), device="auto", batch_size=BLOCK_ROWS):
+        total[b.start : b.stop] = b.contributions().sum(-1).cpu().numpy()
     fig, axes = panels(Y.shape[1], ncols=Y.shape[1], panel_size=(3.8, 3.6))
     for k, a in enumerate(axes):
         err = float(np.abs(total[:, k] - Y[:, k]).max())
@@ -116,12 +129,12 @@ def fidelity(
     from ._utils import group_colors
 
     entry = adata.uns.get(elm_key, {})
-    if "fidelity" not in entry or "basis" not in entry.get("params", {}):
+    if _keys.FIDELITY not in entry or "basis" not in entry.get("params", {}):
         raise KeyError(f"No explain_embedding result in adata.uns[{elm_key!r}]; run scelm.tl.explain_embedding first.")
     Y = np.asarray(adata.obsm[entry["params"]["basis"]])[:, :2]
     F = np.asarray(adata.obsm[_keys.embedding_key(elm_key)])[:, :2]
-    held = np.asarray(adata.obs[f"{elm_key}_held_out"], dtype=bool)
-    fid = entry["fidelity"]
+    held = np.asarray(adata.obs[_keys.held_out_key(elm_key)], dtype=bool)
+    fid = entry[_keys.FIDELITY]
     fig, axes = panels(3, ncols=3, panel_size=(4.2, 4.0))
     if color is None:
         colors = np.full(adata.n_obs, "#888888")

@@ -4,7 +4,7 @@
 // callbacks refer to it). The first call builds window.scelm, so the page, a test or a user
 // at the browser console use the same functions.
 if (window.scelm === undefined) {
-  const { top_genes, top_values, contributions, member_embeddings, expression } = source.data;
+  const { top_genes, top_values, contributions, embedding, expression } = source.data;
   const fmt = (v) => (v >= 0 ? "+" : "\u2212") + Math.abs(v).toPrecision(4);
   const esc = (s) => String(s).replace(/[&<>"]/g, (ch) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[ch]);
   window.scelm = {
@@ -18,35 +18,33 @@ if (window.scelm === undefined) {
     hoverText(i, axis) {
       return this.cell(i, axis).map((t) => `${t.gene} ${fmt(t.value)}`).join(", ");
     },
-    // rank_genes_elm's 'separation' for the selected cells against the rest: per model m,
-    // u_m is the unit vector from the rest's centroid to the selection's; a gene scores
-    // (mean contribution in selection - mean in rest) . u_m, averaged over models. Genes
-    // whose mean expression is lower in the selection come after the others, as there.
+    // rank_genes_elm's 'separation' for the selected cells against the rest: u is the unit
+    // vector from the rest's centroid to the selection's in the map; a gene scores (mean
+    // contribution in selection - mean in rest) . u. Genes whose mean expression is lower in
+    // the selection come after the others, as there.
     rank(indices) {
-      const [n, M, d, K] = contributions.shape;
+      const [n, d, K] = contributions.shape;
       const inside = new Uint8Array(n);
       for (const i of indices) inside[i] = 1;
       const nIn = inside.reduce((a, b) => a + b, 0);
       if (nIn === 0 || nIn === n) return null;
-      const width = M * d * K;
-      const yIn = new Float64Array(M * d), yOut = new Float64Array(M * d);
+      const width = d * K;
+      const yIn = new Float64Array(d), yOut = new Float64Array(d);
       const cIn = new Float64Array(width), cOut = new Float64Array(width);
       const xIn = new Float64Array(K), xOut = new Float64Array(K);
       for (let i = 0; i < n; i++) {
         const [y, c, x] = inside[i] ? [yIn, cIn, xIn] : [yOut, cOut, xOut];
-        for (let q = 0; q < M * d; q++) y[q] += member_embeddings[i * M * d + q];
+        for (let j = 0; j < d; j++) y[j] += embedding[i * d + j];
         const base = i * width;
         for (let q = 0; q < width; q++) c[q] += contributions[base + q];
         for (let g = 0; g < K; g++) x[g] += expression[i * K + g];
       }
+      const u = Array.from({ length: d }, (_, j) => yIn[j] / nIn - yOut[j] / (n - nIn));
+      const norm = Math.max(Math.hypot(...u), 1e-30);
       const scores = new Float64Array(K);
-      for (let m = 0; m < M; m++) {
-        const u = Array.from({ length: d }, (_, j) => yIn[m * d + j] / nIn - yOut[m * d + j] / (n - nIn));
-        const norm = Math.max(Math.hypot(...u), 1e-30);
-        for (let j = 0; j < d; j++) {
-          const w = u[j] / norm / M, at = (m * d + j) * K;
-          for (let g = 0; g < K; g++) scores[g] += w * (cIn[at + g] / nIn - cOut[at + g] / (n - nIn));
-        }
+      for (let j = 0; j < d; j++) {
+        const w = u[j] / norm;
+        for (let g = 0; g < K; g++) scores[g] += w * (cIn[j * K + g] / nIn - cOut[j * K + g] / (n - nIn));
       }
       const lower = Array.from(xIn, (v, g) => v / nIn < xOut[g] / (n - nIn));
       const order = Array.from(scores.keys())
@@ -62,7 +60,7 @@ if (window.scelm === undefined) {
       const rows = result.genes.map((g, j) => `<tr><td>${esc(g)}${result.lower[j] ? " (lower in selection)" : ""}</td>` +
         `<td style="text-align:right">${fmt(result.scores[j])}</td></tr>`);
       return `<b>${result.n} selected cells</b>: the genes that move them away from the rest ` +
-        `(separation, mean over ${contributions.shape[1]} model(s))${scope}<table>${rows.join("")}</table>`;
+        `(separation in this map)${scope}<table>${rows.join("")}</table>`;
     },
   };
 }

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from .. import _keys
+from .. import _checks, _keys
 from .._core.blocks import BLOCK_ROWS
 from .._docs import doc_elm_key, doc_params
 from .._input import check_adata
@@ -166,8 +166,8 @@ def interactive(
     ``n_genes`` largest contributions, signed (exact values from the model, as
     :func:`scelm.get.contributions` computes them). A lasso or box selection ranks genes by
     the ``separation`` score of :func:`scelm.tl.rank_genes_elm` for the selected cells
-    against all others, averaged over the models of an ensemble: "why is this island here?"
-    without defining a group first. The page uses WebGL and holds precomputed hover lists,
+    against all others, in the map shown (an ensemble's consensus): "why is this island
+    here?" without defining a group first. The page uses WebGL and holds precomputed hover lists,
     not every contribution, so it stays responsive at 100,000 cells.
 
     Parameters
@@ -190,10 +190,10 @@ def interactive(
         Genes listed for a selection.
     selection_budget_mb
         Memory, in the page, for what the selection ranking reads: contributions (float32,
-        every cell, model and axis) and expression. Genes beyond it are left out of the
+        every cell and axis) and expression. Genes beyond it are left out of the
         ranking, those whose contributions vary least over cells first; the panel says how
-        many genes it ranks. pbmc68k_reduced with a 5-model ensemble needs 23 MB for all
-        its genes; 100,000 cells and one model fit 6 genes in the default 8 MB.
+        many genes it ranks. pbmc68k_reduced needs 6.4 MB for all its genes; 100,000 cells
+        fit 6 genes in the default 8 MB.
     point_size
         Marker size in screen pixels; default from the number of cells.
     title
@@ -223,11 +223,10 @@ def interactive(
     from bokeh.resources import INLINE
 
     from .._core.device import resolve_device
-    from ..tl._fit_params import check_positive_int
     from ._page_data import page_data  # imports torch, which `import scelm` must not
 
     check_adata(adata)
-    n_genes, n_selection_genes = check_positive_int("n_genes", n_genes), check_positive_int("n_selection_genes", n_selection_genes)
+    n_genes, n_selection_genes = _checks.positive_int("n_genes", n_genes), _checks.positive_int("n_selection_genes", n_selection_genes)
     if gene_values not in GENE_VALUES:
         raise ValueError(f"gene_values must be one of {GENE_VALUES}, got {gene_values!r}.")
     if not np.isfinite(selection_budget_mb) or selection_budget_mb <= 0:
@@ -248,7 +247,7 @@ def interactive(
     data = page_data(model, model.input_matrix(adata), n_top=n_genes, budget_bytes=selection_budget_mb * 2**20,
                      device=dev, batch_size=chunk_size)
     key = _keys.embedding_key(elm_key)
-    xy = np.asarray(adata.obsm[key], dtype=np.float32) if key in adata.obsm else data.member_embeddings[:, 0]
+    xy = np.asarray(adata.obsm[key], dtype=np.float32) if key in adata.obsm else data.embedding
     palette = _palette(adata, color, len(colour[1])) if kind == "categorical" else None
     axis_label = elm_key.upper() if elm_key == _keys.DEFAULT_KEY else elm_key
     size = point_size if point_size is not None else float(np.clip(300 / np.sqrt(adata.n_obs), 2, 8))
@@ -263,7 +262,7 @@ def interactive(
     # Arrays with a row per cell travel as columns of the data source: a numpy argument
     # would be written into the page once per callback.
     source.data.update(top_genes=data.top_genes, top_values=data.top_values, contributions=data.contributions,
-                       member_embeddings=data.member_embeddings, expression=data.expression)
+                       embedding=data.embedding, expression=data.expression)
     args = dict(source=source, genes=data.genes.tolist(), groups=group_names, candidates=data.candidates.astype(np.int32),
                 n_show=n_selection_genes, intro=intro, scope=scope)
     js = files("scelm.pl").joinpath("_interactive.js").read_text(encoding="utf-8")

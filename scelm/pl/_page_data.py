@@ -3,11 +3,11 @@
 Hovering a cell shows its top genes per axis: computed once per cell (indices and signed
 float32 values), so the page never holds every gene of every cell. Selecting cells ranks
 genes by the ``separation`` score of :func:`scelm.tl.rank_genes_elm` for that ad-hoc group
-against the rest, which needs every cell's contributions in every model of the ensemble,
-and its expression (genes lower in the selection than in the rest are ranked after the
-others, as there): the page holds them for the ``K`` genes whose contributions vary most over cells (a gene
-whose contribution is the same in every cell separates nothing), with ``K`` as large as
-``budget_bytes`` allows; all genes on data of ordinary size.
+against the rest, which needs every cell's contributions to the map (the consensus's, with
+an ensemble) and its expression (genes lower in the selection than in the rest are ranked
+after the others, as there): the page holds them for the ``K`` genes whose contributions
+vary most over cells (a gene whose contribution is the same in every cell separates
+nothing), with ``K`` as large as ``budget_bytes`` allows; all genes on data of ordinary size.
 """
 
 from __future__ import annotations
@@ -24,11 +24,11 @@ from .._model import StoredModel
 @dataclass
 class PageData:
     genes: np.ndarray  # (G,) the model's genes
-    member_embeddings: np.ndarray  # (n, M, d) float32, every model; member 0 is the map
-    top_genes: np.ndarray  # (n, d, k) gene indices, by |contribution| per axis (member 0)
+    embedding: np.ndarray  # (n, d) float32, the map
+    top_genes: np.ndarray  # (n, d, k) gene indices, by |contribution| per axis
     top_values: np.ndarray  # (n, d, k) float32 signed contributions of those genes
     candidates: np.ndarray  # (K,) gene indices the selection panel ranks
-    contributions: np.ndarray  # (n, M, d, K) float32 contributions of the candidates
+    contributions: np.ndarray  # (n, d, K) float32 contributions of the candidates
     expression: np.ndarray  # (n, K) float32 the candidates' expression, as the model reads it
 
     @property
@@ -36,41 +36,40 @@ class PageData:
         return len(self.candidates) == len(self.genes)
 
 
-def candidate_count(n_obs: int, n_models: int, d: int, n_genes: int, budget_bytes: float) -> int:
-    """How many genes' contributions (every cell and model) and expression, float32, fit
+def candidate_count(n_obs: int, d: int, n_genes: int, budget_bytes: float) -> int:
+    """How many genes' contributions (every cell and axis) and expression, float32, fit
     ``budget_bytes``."""
-    return int(min(n_genes, max(1, budget_bytes // (n_obs * (n_models * d + 1) * 4))))
+    return int(min(n_genes, max(1, budget_bytes // (n_obs * (d + 1) * 4))))
 
 
 def page_data(model: StoredModel, X, *, n_top: int, budget_bytes: float, device: torch.device, batch_size: int) -> PageData:
-    """Two passes over the cells: the map's model (tops, and each gene's variance of
-    contribution), then every model on the chosen candidate genes."""
-    n, d, n_genes, n_models = X.shape[0], model.n_components, len(model.genes), model.n_models
+    """Two passes over the cells: the tops and each gene's variance of contribution, then
+    the chosen candidate genes' contributions and expression."""
+    n, d, n_genes = X.shape[0], model.n_components, len(model.genes)
     k = min(n_top, n_genes)
     top_genes = np.empty((n, d, k), dtype=np.int32)
     top_values = np.empty((n, d, k), dtype=np.float32)
+    embedding = np.empty((n, d), dtype=np.float32)
     s1 = torch.zeros(d, n_genes, dtype=torch.float64, device=device)
     s2 = torch.zeros(d, n_genes, dtype=torch.float64, device=device)
-    for b in iter_batches(model.front_end, model.encoder(0), X, device=device, batch_size=batch_size):
+    for b in iter_batches(model.model, X, device=device, batch_size=batch_size):
         c = b.contributions()
         idx = c.abs().topk(k, dim=-1).indices
         top_genes[b.start : b.stop] = idx.cpu().numpy()
         top_values[b.start : b.stop] = c.gather(-1, idx).cpu().numpy()
+        embedding[b.start : b.stop] = b.embedding.cpu().numpy()
         s1 += c.sum(0, dtype=torch.float64)
         s2 += c.to(torch.float64).pow(2).sum(0)
     variance = ((s2 - s1**2 / n) / max(n - 1, 1)).sum(0).cpu().numpy()  # summed over axes
-    n_cand = candidate_count(n, n_models, d, n_genes, budget_bytes)
+    n_cand = candidate_count(n, d, n_genes, budget_bytes)
     candidates = np.sort(np.argsort(-variance, kind="stable")[:n_cand])
     cand = torch.as_tensor(candidates, device=device)
-    contributions = np.empty((n, n_models, d, n_cand), dtype=np.float32)
-    member_embeddings = np.empty((n, n_models, d), dtype=np.float32)
+    contributions = np.empty((n, d, n_cand), dtype=np.float32)
     expression = np.empty((n, n_cand), dtype=np.float32)
-    reference = torch.as_tensor(model.front_end.reference, dtype=torch.float32, device=device)[cand]
-    for m in range(n_models):
-        for b in iter_batches(model.front_end, model.encoder(m), X, device=device, batch_size=batch_size):
-            contributions[b.start : b.stop, m] = b.contributions().index_select(-1, cand).cpu().numpy()
-            member_embeddings[b.start : b.stop, m] = b.embedding.cpu().numpy()
-            if m == 0:  # x - x_ref + x_ref: x itself with the default reference 0
-                expression[b.start : b.stop] = (b.centred.index_select(-1, cand) + reference).cpu().numpy()
+    reference = torch.as_tensor(model.model.front_end.reference, dtype=torch.float32, device=device)[cand]
+    for b in iter_batches(model.model, X, device=device, batch_size=batch_size):
+        contributions[b.start : b.stop] = b.contributions().index_select(-1, cand).cpu().numpy()
+        # x - x_ref + x_ref: x itself with the default reference 0
+        expression[b.start : b.stop] = (b.centred.index_select(-1, cand) + reference).cpu().numpy()
     genes = np.asarray(model.genes).astype(str)
-    return PageData(genes, member_embeddings, top_genes, top_values, candidates, contributions, expression)
+    return PageData(genes, embedding, top_genes, top_values, candidates, contributions, expression)

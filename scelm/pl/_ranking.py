@@ -8,8 +8,8 @@ import numpy as np
 from anndata import AnnData
 
 from .. import _keys
+from .._core.options import UNSTABLE
 from .._docs import doc_params
-from ..tl._rank_genes_elm import UNSTABLE
 from ._utils import check_groups, doc_show, finish, panels, ranked_result
 
 

@@ -6,16 +6,39 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from .. import _keys
+from .._input import basis_key
 
 doc_show = """\
 show
     Show the figure; ``None`` follows ``sc.settings.autoshow``.
 save
-    Write the figure to ``sc.settings.figdir``: a file name (its extension picks the
-    format), or ``True`` for ``'{plot name}.{sc.settings.file_format_figs}'``.
+    Write the figure to ``sc.settings.figdir`` as scanpy does: ``True`` writes
+    ``'{plot name}{sc.settings.plot_suffix}.{sc.settings.file_format_figs}'``, a string is
+    appended to the plot name (its extension ``.png``, ``.pdf`` or ``.svg``, if any, picks
+    the format), and ``None`` follows ``sc.settings.autosave``.
 return_fig
     Return the :class:`~matplotlib.figure.Figure` instead of the axes."""
+
+
+def figure_path(name: str, save: bool | str | None):
+    """Where ``save`` writes the plot called ``name``, or None: the file scanpy's
+    ``savefig_or_show`` would write for a plot of that name."""
+    from pathlib import Path
+
+    from scanpy import settings
+
+    if save is not None and not isinstance(save, (bool, str)):
+        raise TypeError(f"save must be True, False, None or a string appended to the file name, got {type(save).__name__}.")
+    ext = None
+    if isinstance(save, str):
+        for suffix in (".svg", ".pdf", ".png"):
+            if save.endswith(suffix):
+                ext, save = suffix[1:], save[: -len(suffix)]
+                break
+        name, save = name + save, True
+    if not (settings.autosave if save is None else save):
+        return None
+    return Path(settings.figdir) / f"{name}{settings.plot_suffix}.{ext or settings.file_format_figs}"
 
 
 def panels(n: int, *, ncols: int, panel_size=(4.0, 3.6), ax=None):
@@ -35,32 +58,28 @@ def panels(n: int, *, ncols: int, panel_size=(4.0, 3.6), ax=None):
 
 
 def finish(fig, axes: list, *, show: bool | None, return_fig: bool, save: bool | str | None = None, name: str = "scelm"):
-    """scanpy's convention: save if asked, then the Figure if ``return_fig``, else show or
-    return the axes."""
+    """scanpy's convention: save if asked (or ``autosave``), then the Figure if
+    ``return_fig``, else show or return the axes."""
     import matplotlib.pyplot as plt
+    from scanpy import logging as logg
     from scanpy import settings
 
-    if save:
-        from pathlib import Path
-
-        if not isinstance(save, (bool, str)):
-            raise TypeError(f"save must be a file name or True, got {type(save).__name__}.")
-        path = Path(settings.figdir) / (f"{name}.{settings.file_format_figs}" if save is True else save)
+    path = figure_path(name, save)
+    if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        logg.warning(f"saving figure to file {path}")  # scanpy's message, at scanpy's level
         fig.savefig(path, bbox_inches="tight")
-    show = settings.autoshow if show is None else show
     if return_fig:
         return fig
-    if show:
+    if settings.autoshow if show is None else show:
         plt.show()
         return None
     return axes[0] if len(axes) == 1 else axes
 
 
 def embedding_coords(adata: AnnData, basis: str) -> np.ndarray:
-    key = basis if basis.startswith("X_") else _keys.embedding_key(basis)
-    if key not in adata.obsm:
-        raise KeyError(f"No embedding adata.obsm[{key!r}]; run scelm.tl.parametric_umap first or pass basis=.")
+    """Coordinates of a basis (scanpy's rule: ``obsm[basis]`` or ``obsm['X_' + basis]``)."""
+    key = basis_key(adata, basis)
     Y = np.asarray(adata.obsm[key])
     if Y.shape[1] < 2:
         raise ValueError(f"adata.obsm[{key!r}] has {Y.shape[1]} dimension(s); plots need at least 2.")

@@ -10,12 +10,13 @@ import pandas as pd
 from anndata import AnnData
 from scanpy import logging as logg
 
+from .. import _checks, _keys
 from .._core.blocks import BLOCK_ROWS
 from .._core.options import ACTIVATIONS, Activation
 from .._docs import doc_batch_device, doc_copy, doc_input, doc_params
-from .._input import check_adata, model_input
+from .._input import basis_key, check_adata, model_input
 from .._model import StoredModel
-from ._fit_params import check_positive_int, member_seeds
+from ._fit_params import member_seeds
 from ._write import compute_outputs, jacobian_storage, write_outputs
 
 # Below this held-out R^2 the explanation describes a visibly different map: warn.
@@ -24,9 +25,7 @@ KNN = 15
 
 
 def _target(adata: AnnData, basis: str) -> tuple[str, np.ndarray]:
-    key = basis if basis in adata.obsm else f"X_{basis}"
-    if key not in adata.obsm:
-        raise KeyError(f"basis={basis!r}: neither adata.obsm[{basis!r}] nor adata.obsm['X_{basis}'] exists; available: {list(adata.obsm)}.")
+    key = basis_key(adata, basis)
     Y = np.asarray(adata.obsm[key], dtype=np.float64)
     if Y.ndim != 2 or Y.shape[1] not in (2, 3):
         raise ValueError(f"adata.obsm[{key!r}] has shape {Y.shape}; explain_embedding explains 2-D or 3-D maps.")
@@ -155,13 +154,11 @@ def explain_embedding(
 
     check_adata(adata)
     key, Y = _target(adata, basis)
-    key_added = f"elm_{basis.removeprefix('X_')}" if key_added is None else key_added
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}.")
-    if not 0.0 < held_out < 1.0:
-        raise ValueError(f"held_out must be a share strictly between 0 and 1, got {held_out!r}.")
-    n_models, max_steps = check_positive_int("n_models", n_models), check_positive_int("max_steps", max_steps)
-    hidden = [check_positive_int("hidden width", h) for h in hidden]
+    key_added = _keys.explained_key(basis) if key_added is None else key_added
+    activation, held_out = _checks.one_of("activation", activation, ACTIVATIONS), _checks.share("held_out", held_out)
+    learning_rate, weight_decay = _checks.number("learning_rate", learning_rate), _checks.number("weight_decay", weight_decay, strict=False)
+    n_models, max_steps = _checks.positive_int("n_models", n_models), _checks.positive_int("max_steps", max_steps)
+    hidden = list(_checks.widths("hidden", hidden))
     if groupby is not None and groupby not in adata.obs:
         raise KeyError(f"groupby={groupby!r} is not a column of adata.obs.")
     dev = resolve_device(device)
@@ -180,8 +177,8 @@ def explain_embedding(
                                         device=dev, batch_size=chunk_size)
     fidelity = _fidelity(Y, fitted.astype(np.float64), held, None if groupby is None else adata.obs[groupby])
     write_outputs(target, key_added, model, fitted, J, stored)
-    target.uns[key_added]["fidelity"] = fidelity
-    target.obs[f"{key_added}_held_out"] = held
+    target.uns[key_added][_keys.FIDELITY] = fidelity
+    target.obs[_keys.held_out_key(key_added)] = held
     _report(fidelity, key, key_added, start)
     return target if copy else None
 
@@ -205,8 +202,9 @@ def _fit_to_map(
     early stopping on the held-out ones."""
     import torch
 
-    from .._core.encoder import ELMEncoder, StackedEncoder
+    from .._core.encoder import StackedEncoder
     from .._core.frontend import fit_front_end
+    from .._core.model import ELMModel
     from .._core.train import FULL_BATCH_MAX, fit_to_layout
 
     front_end = fit_front_end(X, n_pcs=n_pcs, center=False)
@@ -214,9 +212,7 @@ def _fit_to_map(
     target = torch.as_tensor(Y, dtype=torch.float32, device=device)
     fit, val = torch.as_tensor(~held, device=device), torch.as_tensor(held, device=device)
     seeds = member_seeds(random_state, n_models)
-    stack = StackedEncoder([
-        ELMEncoder(front_end.n_in, hidden, Y.shape[1], activation=activation, generator=torch.Generator().manual_seed(s)) for s in seeds
-    ]).to(device)
+    stack = StackedEncoder.random(front_end.n_in, hidden, Y.shape[1], seeds=seeds, activation=activation).to(device)
     checks = fit_to_layout(
         stack, z[fit], target[fit], max_steps, learning_rate=learning_rate, batch_size=min(int((~held).sum()), FULL_BATCH_MAX),
         generator=torch.Generator(device=device).manual_seed(random_state), weight_decay=weight_decay, validation=(z[val], target[val]),
@@ -227,4 +223,5 @@ def _fit_to_map(
         learning_rate=float(learning_rate), steps=int(len(checks) * 50), random_state=int(random_state),
         member_seeds=np.asarray(seeds), device=str(device),
     )
-    return StoredModel(genes, front_end, [e.state_to_numpy() for e in stack.unstack()], params, checks[None, :])
+    # Every member regressed onto the same target map: their plain mean is the fitted map.
+    return StoredModel(genes, ELMModel.from_members(front_end, stack, align_on=None), params, checks[None, :])

@@ -1,30 +1,36 @@
 """The validated parameters of one ``parametric_umap`` call, with the size-dependent
-defaults resolved: built once, read everywhere, never changed."""
+defaults resolved: built once from the call's arguments, read everywhere, never changed;
+the parameters stored with the model derive from it."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 from anndata import AnnData
 
+from .. import _checks
 from .._core.options import ACTIVATIONS, INITS, KNN_METHODS, PRECISIONS
 
-# Ensemble members trained together by default where training is full batch. Measured on
-# pbmc68k_reduced, 5 seeds (benchmarks/bench_trust.py): top-10 agreement across seeds 0.38
-# with v0.1's settings, 0.64 with 3 models, 0.71 with 5. Above FULL_BATCH_MAX cells each
-# member costs about one more fit: one model by default.
-DEFAULT_MODELS = 5
+# Ensemble members by default, and their width. Measured with benchmarks/bench_trust.py
+# (top-10 agreement of rank_genes_elm across seeds, the consensus's ranking; docs/trust.md):
+# on pbmc68k_reduced 1 / 3 / 5 / 10 members of width 128 agree at 0.50 / 0.67 / 0.66 /
+# 0.76, and 10 of width 64 at 0.75 in 3.4 s (5 of width 128: 4.7 s); at 10,000 cells one
+# member agrees at 0.72, 4 of width 64 at 0.80 (1.2x one member's time), 8 at 0.86.
+DEFAULT_MODELS_FULL_BATCH = 10
+DEFAULT_MODELS_BLOCKS = 4
+DEFAULT_HIDDEN = (64, 64)
+DEFAULT_NEIGHBORS = 15
 
 
-def check_positive_int(name: str, value, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
-    return int(value)
+def default_members(n_obs: int) -> int:
+    from .._core.train import FULL_BATCH_MAX
+
+    return DEFAULT_MODELS_FULL_BATCH if n_obs <= FULL_BATCH_MAX else DEFAULT_MODELS_BLOCKS
 
 
-def default_epochs(n_obs: int, batch_size: int, init: str) -> int:
+def default_epochs(n_obs: int, init: str) -> int:
     # Measured with benchmarks/bench_speed.py (3 seeds; trustworthiness and 15-NN accuracy
     # against the 0.2 defaults, 400 full-batch / 300 block epochs):
     # - full batch is one step per epoch: from a starting layout, 300 stay within 0.005 of
@@ -32,44 +38,44 @@ def default_epochs(n_obs: int, batch_size: int, init: str) -> int:
     #   200 were enough); so n / 10 clipped to [300, 400], which keeps 400 near 4,096 cells.
     #   From random weights the map needs longer to settle (umap-learn: 500), 600;
     # - in blocks (20 steps per epoch), 200 epochs stay within 0.006 of 300 at 10,000 cells.
-    if n_obs <= batch_size:
+    # A function of n_obs alone, so that train_batch_size changes nothing else.
+    from .._core.train import FULL_BATCH_MAX
+
+    if n_obs <= FULL_BATCH_MAX:
         return 600 if init == "random" else int(np.clip(round(n_obs / 10), 300, 400))
     return 200
 
 
-def _check_init(adata: AnnData, init, n_components: int) -> None:
+def _check_init(adata: AnnData, init, n_components: int) -> str:
     if not isinstance(init, str):
         raise TypeError(f"init must be 'pca', 'spectral', 'random' or an obsm key, got {type(init).__name__}.")
     if init in INITS:
-        return
+        return init
     if init not in adata.obsm:
         raise KeyError(f"init={init!r} is neither one of {INITS} nor a key of adata.obsm ({list(adata.obsm)}).")
     shape = np.shape(adata.obsm[init])
     if len(shape) != 2 or shape[1] < n_components:
         raise ValueError(f"adata.obsm[{init!r}] has shape {shape}; init needs at least n_components={n_components} columns.")
+    return init
 
 
-def _check_numbers(min_dist, spread, learning_rate, repulsion_strength, weight_decay) -> None:
-    for name, value in [("spread", spread), ("learning_rate", learning_rate), ("repulsion_strength", repulsion_strength)]:
-        if not np.isfinite(value) or value <= 0:
-            raise ValueError(f"{name} must be a positive finite number, got {value!r}.")
-    for name, value in [("min_dist", min_dist), ("weight_decay", weight_decay)]:
-        if not np.isfinite(value) or value < 0:
-            raise ValueError(f"{name} must be a finite number >= 0, got {value!r}.")
-    if min_dist > spread:
-        raise ValueError(f"min_dist ({min_dist}) must not exceed spread ({spread}).")
+def _check_neighbors_key(value) -> str | None | bool:
+    if value is None or value is False or isinstance(value, str):
+        return value
+    raise TypeError(f"neighbors_key must be a key of adata.uns, None or False, got {value!r}.")
 
 
 @dataclass(frozen=True)
 class FitParams:
-    """Everything ``parametric_umap`` was asked for, checked; ``None`` defaults resolved."""
+    """Everything ``parametric_umap`` was asked for, checked; ``None`` defaults resolved.
+    ``explicit`` names the graph arguments the caller set (a stored graph overrides them)."""
 
     n_components: int
     min_dist: float
     spread: float
     n_neighbors: int
     knn: str
-    neighbors_key: str | None
+    neighbors_key: str | None | bool
     n_epochs: int
     train_batch_size: int
     learning_rate: float
@@ -89,39 +95,56 @@ class FitParams:
     jacobian_genes: Sequence[str] | None
     n_models: int
     precision: str
-    seed: int
+    random_state: int
     chunk_size: int
+    explicit: frozenset[str]
 
     @classmethod
-    def from_args(cls, adata: AnnData, *, n_epochs, train_batch_size, n_models, random_state, **kw) -> FitParams:
+    def from_call(cls, adata: AnnData, arguments: dict) -> FitParams:
+        """Check the arguments of a call (``locals()`` of ``parametric_umap``) and resolve
+        the size-dependent defaults."""
         from .._core.train import default_batch_size
 
-        if adata.n_obs < 3:
-            raise ValueError(f"parametric_umap needs at least 3 cells, got {adata.n_obs}.")
-        if kw["activation"] not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {kw['activation']!r}.")
-        if kw["knn"] not in KNN_METHODS:
-            raise ValueError(f"knn must be one of {KNN_METHODS}, got {kw['knn']!r}.")
-        if kw["precision"] not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {kw['precision']!r}.")
-        _check_numbers(kw["min_dist"], kw["spread"], kw["learning_rate"], kw["repulsion_strength"], kw["weight_decay"])
+        a = {f.name: arguments[f.name] for f in fields(cls) if f.name in arguments}
+        n_obs = adata.n_obs
+        if n_obs < 3:
+            raise ValueError(f"parametric_umap needs at least 3 cells, got {n_obs}.")
+        a["explicit"] = frozenset(k for k in ("n_neighbors", "knn") if a[k] is not None)
+        a["n_neighbors"] = _checks.positive_int("n_neighbors", DEFAULT_NEIGHBORS if a["n_neighbors"] is None else a["n_neighbors"], 2)
+        a["knn"] = _checks.one_of("knn", "auto" if a["knn"] is None else a["knn"], KNN_METHODS)
+        a["neighbors_key"] = _check_neighbors_key(a["neighbors_key"])
+        a["activation"] = _checks.one_of("activation", a["activation"], ACTIVATIONS)
+        a["precision"] = _checks.one_of("precision", a["precision"], PRECISIONS)
+        for name in ("spread", "learning_rate", "repulsion_strength"):
+            a[name] = _checks.number(name, a[name])
+        for name in ("min_dist", "weight_decay"):
+            a[name] = _checks.number(name, a[name], strict=False)
+        if a["min_dist"] > a["spread"]:
+            raise ValueError(f"min_dist ({a['min_dist']}) must not exceed spread ({a['spread']}).")
         for name in ("n_components", "negative_sample_rate", "chunk_size"):
-            kw[name] = check_positive_int(name, kw[name])
-        _check_init(adata, kw["init"], kw["n_components"])
-        kw["hidden"] = tuple(check_positive_int("hidden width", h) for h in kw["hidden"])
-        kw["n_pcs"] = None if kw["n_pcs"] is None else check_positive_int("n_pcs", kw["n_pcs"])
-        block = default_batch_size(adata.n_obs) if train_batch_size is None else check_positive_int("train_batch_size", train_batch_size)
-        full_batch = adata.n_obs <= block
-        return cls(
-            **kw,
-            train_batch_size=block,
-            n_epochs=default_epochs(adata.n_obs, block, kw["init"]) if n_epochs is None else check_positive_int("n_epochs", n_epochs),
-            n_models=(DEFAULT_MODELS if full_batch else 1) if n_models is None else check_positive_int("n_models", n_models),
-            seed=int(np.random.SeedSequence(random_state).generate_state(1)[0]) if random_state is None else int(random_state),
-        )
+            a[name] = _checks.positive_int(name, a[name])
+        a["init"] = _check_init(adata, a["init"], a["n_components"])
+        a["hidden"] = _checks.widths("hidden", a["hidden"])
+        a["n_pcs"] = None if a["n_pcs"] is None else _checks.positive_int("n_pcs", a["n_pcs"])
+        given = a["train_batch_size"]
+        a["train_batch_size"] = min(n_obs, default_batch_size(n_obs) if given is None else _checks.positive_int("train_batch_size", given))
+        a["n_epochs"] = default_epochs(n_obs, a["init"]) if a["n_epochs"] is None else _checks.positive_int("n_epochs", a["n_epochs"])
+        a["n_models"] = default_members(n_obs) if a["n_models"] is None else _checks.positive_int("n_models", a["n_models"])
+        seed = a["random_state"]
+        a["random_state"] = int(np.random.SeedSequence(seed).generate_state(1)[0]) if seed is None else int(seed)
+        return cls(**a)
 
     def member_seeds(self) -> list[int]:
-        return member_seeds(self.seed, self.n_models)
+        return member_seeds(self.random_state, self.n_models)
+
+    def stored(self, **resolved) -> dict:
+        """The parameters stored with the model: every checked argument that describes the
+        fit (not how its outputs are stored), updated with what the fit ``resolved``."""
+        skip = {"mask_var", "store_jacobian", "jacobian_genes", "chunk_size", "explicit", "neighbors_key"}
+        out = {k: v for k, v in asdict(self).items() if k not in skip}
+        out["hidden"] = np.asarray(self.hidden, dtype=np.int64)
+        out.update(resolved)
+        return {k: v for k, v in out.items() if v is not None}
 
 
 def member_seeds(seed: int, n_models: int) -> list[int]:

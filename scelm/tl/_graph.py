@@ -10,12 +10,15 @@ from .._core.blocks import is_dask
 from .._core.graph import EdgeList, edges_from_connectivities, fuzzy_graph, knn_method
 
 
-def stored_connectivities(adata: AnnData, neighbors_key: str | None):
-    """``(matrix, key)`` of a ``sc.pp.neighbors`` graph, or ``(None, None)`` if there is none.
+def stored_connectivities(adata: AnnData, neighbors_key: str | None | bool):
+    """``(matrix, key)`` of a ``sc.pp.neighbors`` graph, or ``(None, None)`` if there is none
+    or ``neighbors_key`` is False.
 
     An explicit ``neighbors_key`` that is missing is an error; the default ``None`` looks
-    for ``'neighbors'`` and falls back silently.
+    for ``'neighbors'`` and falls back to scelm's own graph.
     """
+    if neighbors_key is False:
+        return None, None
     key = "neighbors" if neighbors_key is None else neighbors_key
     if key not in adata.uns:
         if neighbors_key is not None:
@@ -32,24 +35,35 @@ def stored_connectivities(adata: AnnData, neighbors_key: str | None):
     return C, key
 
 
-def graph_edges(
-    adata: AnnData, z: np.ndarray, *, neighbors_key, n_neighbors: int, knn: str, random_state: int, device
-) -> tuple[EdgeList, str, int]:
-    """Edges to train on, where they came from, and the graph's number of neighbours
-    (-1 when a stored graph does not record it)."""
-    C, key = stored_connectivities(adata, neighbors_key)
+def _warn_overridden(p, key: str, k: int) -> None:
+    """A stored graph wins over explicit graph arguments: say so, and how to get them."""
+    asked = ", ".join(f"{name}={getattr(p, name)!r}" for name in sorted(p.explicit))
+    if asked:
+        logg.warning(
+            f"{asked} ignored: scelm trains on the graph in adata.uns[{key!r}] ({k if k > 0 else 'unknown'} neighbours), "
+            "as sc.tl.umap would. Pass neighbors_key=False to build scelm's own graph with them."
+        )
+
+
+def graph_edges(adata: AnnData, z: np.ndarray, p, *, device) -> tuple[EdgeList, str, int]:
+    """Edges to train on (for the :class:`~scelm.tl._fit_params.FitParams` ``p``), where they
+    came from, and the graph's number of neighbours (-1 when a stored graph does not record it)."""
+    C, key = stored_connectivities(adata, p.neighbors_key)
     if C is None:
-        if isinstance(n_neighbors, bool) or not isinstance(n_neighbors, (int, np.integer)):
-            raise ValueError(f"n_neighbors must be an integer, got {n_neighbors!r}.")
-        k = min(int(n_neighbors), adata.n_obs)
-        method = knn_method(adata.n_obs, knn, device)
+        k = min(p.n_neighbors, adata.n_obs)
+        if k < p.n_neighbors:
+            (logg.warning if "n_neighbors" in p.explicit else logg.info)(
+                f"    n_neighbors={p.n_neighbors} exceeds the {adata.n_obs} cells; using {k}"
+            )
+        method = knn_method(adata.n_obs, p.knn, device)
         logg.info(f"    building the UMAP graph ({k} neighbours, {method} kNN on {z.shape[1]} PCs of the input)")
-        C = fuzzy_graph(z, n_neighbors=k, random_state=random_state, device=device, method=method)
+        C = fuzzy_graph(z, n_neighbors=k, random_state=p.random_state, device=device, method=method)
         source = f"scelm:{k}:{method}"
     else:
         logg.info(f"    using the graph in adata.uns[{key!r}]")
         source = f"uns:{key}"
         k = int(np.ravel(adata.uns[key].get("params", {}).get("n_neighbors", -1))[0])
+        _warn_overridden(p, key, k)
     edges = edges_from_connectivities(C)
     if len(edges.weight) == 0:
         raise ValueError("The neighbourhood graph has no edges between distinct cells.")

@@ -1,7 +1,7 @@
 """Per-group moments of every cell's contributions for ``rank_genes_elm``.
 
-Each block of cells recomputes its exact Jacobians (cheaper than reading layers for an
-ensemble, whose other members have none) and returns its partial sums; ``reduce_rows``
+Each block of cells recomputes the exact Jacobians of every aligned member (the layers
+hold only the consensus's) and returns its partial sums; ``reduce_rows``
 adds them, in this process or, when the source matrix is a Dask array, as Dask tasks: on a
 ``dask.distributed`` cluster the expression never leaves the workers, only
 ``groups x (M d)^2 x genes`` numbers per block do.
@@ -16,23 +16,13 @@ from .._core.ranking import GroupMoments
 from .._model import StoredModel
 
 
-def _add(acc: GroupMoments, streams, code: np.ndarray) -> GroupMoments:
-    """Add aligned batches of every model (``streams``) with cell group codes (-1: none)."""
+def _add(acc: GroupMoments, batches, code: np.ndarray) -> GroupMoments:
+    """Add batches of the aligned members with cell group codes (-1: none)."""
     import torch
 
-    dev = acc.n.device
-    for batches in zip(*streams):
-        b0 = batches[0]
-        rows = torch.as_tensor(code[b0.start : b0.stop], device=dev, dtype=torch.long)
-        onehot = torch.zeros(len(rows), acc.n.shape[0], device=dev)
-        keep = rows >= 0
-        onehot[keep.nonzero().squeeze(1), rows[keep]] = 1.0
-        acc.update(
-            onehot,
-            torch.cat([b.contributions() for b in batches], dim=1),
-            torch.cat([b.jacobian for b in batches], dim=1),
-            torch.cat([b.embedding for b in batches], dim=1),
-        )
+    for b in batches:
+        rows = torch.as_tensor(code[b.start : b.stop], device=acc.n.device, dtype=torch.long)
+        acc.update(rows, b.contributions(), b.jacobian, b.embedding)
     return acc
 
 
@@ -51,24 +41,20 @@ def group_means(X: GeneColumns, code: np.ndarray, n_groups: int, *, chunk: int) 
     return flat[: -n_groups].reshape(n_groups, -1) / flat[-n_groups:, None]
 
 
-def group_moments(
-    adata, encoders: list[tuple[StoredModel, int]], code: np.ndarray, n_groups: int, *, device, batch_size: int
-) -> GroupMoments:
-    """Moments of the contributions of every ``(model, member)`` encoder per group;
-    ``code`` gives each cell's group (-1: left out). Each block of cells recomputes its
-    exact Jacobians (a Dask task when the input is Dask) and returns its partial sums."""
+def group_moments(adata, model: StoredModel, code: np.ndarray, n_groups: int, *, device, batch_size: int) -> GroupMoments:
+    """Moments of the contributions of every aligned member of ``model`` per group (the
+    consensus's follow from them); ``code`` gives each cell's group (-1: left out). Each
+    block of cells recomputes its exact Jacobians (a Dask task when the input is Dask) and
+    returns its partial sums; a batch holds ``batch_size`` cells x members."""
     from .._core.jacobian import iter_batches
 
-    model = encoders[0][0]
     X = model.input_matrix(adata)
-    dim, n_genes = len(encoders) * model.n_components, len(model.genes)
-
-    def empty() -> GroupMoments:
-        return GroupMoments(n_groups, dim, n_genes, device=device)
+    shape = (n_groups, model.n_members, model.n_components, len(model.genes))
+    member_batch = max(1, batch_size // model.n_members)
 
     def moments(block, block_code: np.ndarray) -> np.ndarray:
-        streams = [iter_batches(m.front_end, m.encoder(i), block, device=device, batch_size=batch_size) for m, i in encoders]
-        return _add(empty(), streams, block_code).to_flat()
+        batches = iter_batches(model.model, block, device=device, batch_size=member_batch, members=True)
+        return _add(GroupMoments(*shape, device=device), batches, block_code).to_flat()
 
-    flat = reduce_rows(X, moments, empty().to_flat().size, chunk=batch_size, code=code)
-    return GroupMoments.from_flat(flat, n_groups, dim, n_genes, device=device)
+    size = GroupMoments(*shape, device=device).to_flat().size
+    return GroupMoments.from_flat(reduce_rows(X, moments, size, chunk=batch_size, code=code), *shape, device=device)

@@ -12,13 +12,17 @@ from scanpy import settings
 
 from .. import _keys
 from .._core.blocks import BLOCK_ROWS
+from .._core.model import ELMModel
 from .._core.options import Activation, Init, KnnMethod, Precision
 from .._docs import doc_batch_device, doc_copy, doc_input, doc_params
 from .._input import check_adata, model_input
 from .._model import StoredModel
-from ._fit_params import FitParams
+from ._fit_params import DEFAULT_HIDDEN, FitParams
 from ._graph import graph_edges
 from ._write import compute_outputs, jacobian_storage, log_written, write_outputs
+
+# Cells whose maps the members' alignment is fitted on (a fixed random subset above).
+ALIGN_CELLS = 50_000
 
 
 def _start_layout(adata: AnnData, init: str, z: np.ndarray, edges, n_components: int, seed: int) -> np.ndarray | None:
@@ -44,9 +48,9 @@ def parametric_umap(
     n_components: int = 2,
     min_dist: float = 0.5,
     spread: float = 1.0,
-    n_neighbors: int = 15,
-    knn: KnnMethod = "auto",
-    neighbors_key: str | None = None,
+    n_neighbors: int | None = None,
+    knn: KnnMethod | None = None,
+    neighbors_key: str | Literal[False] | None = None,
     n_epochs: int | None = None,
     train_batch_size: int | None = None,
     learning_rate: float = 1e-2,
@@ -54,7 +58,7 @@ def parametric_umap(
     repulsion_strength: float = 1.0,
     init: Init | str = "pca",
     weight_decay: float = 1e-3,
-    hidden: Sequence[int] = (128, 128),
+    hidden: Sequence[int] = DEFAULT_HIDDEN,
     activation: Activation = "relu",
     n_pcs: int | None = 50,
     use_rep: str | None = None,
@@ -74,11 +78,13 @@ def parametric_umap(
 ) -> AnnData | None:
     """Embed cells with an interpretable parametric UMAP.
 
-    An encoder of bias-free linear layers and ReLU-type activations is trained on UMAP's
-    cross-entropy over the fuzzy kNN graph. It is positively homogeneous, so each cell's
-    embedding equals its Jacobian (the *equivalent linear mapping*) times its expression,
-    exactly: ``Jacobian * (x - x_ref)`` gives per-gene contributions that sum to the
-    coordinates (see :func:`scelm.get.contributions`).
+    An ensemble of encoders made of bias-free linear layers and ReLU-type activations is
+    trained on UMAP's cross-entropy over the fuzzy kNN graph; the map is their consensus,
+    the mean of the members' maps after each is turned onto a common frame. The consensus
+    is positively homogeneous, so each cell's embedding equals its Jacobian (the
+    *equivalent linear mapping*) times its expression, exactly: ``Jacobian * (x - x_ref)``
+    gives per-gene contributions that sum to the coordinates of the map shown (see
+    :func:`scelm.get.contributions`), and every scelm tool explains that map.
 
     Parameters
     ----------
@@ -90,28 +96,31 @@ def parametric_umap(
         UMAP's kernel parameters, as in :func:`scanpy.tl.umap`; ``a`` and ``b`` are fitted
         from them like umap-learn does.
     n_neighbors
-        Neighbours per cell when scelm builds the graph itself (no ``neighbors_key``).
+        Neighbours per cell when scelm builds the graph itself (default 15). A stored graph
+        is used as it is: an explicit value is then ignored with a warning.
     knn
         How scelm finds those neighbours: ``'exact'`` (chunked matrix products on the
         training device), ``'nndescent'`` (pynndescent, approximate) or ``'auto'``
         (default): exact up to 50,000 cells on CPU and 2,000,000 on a GPU, pynndescent
-        beyond. Ignored when a stored graph is used.
+        beyond. Like ``n_neighbors``, ignored (with a warning) when a stored graph is used.
     neighbors_key
         Where :func:`scanpy.pp.neighbors` stored its graph. ``None`` uses ``'neighbors'``
         when present (the graph :func:`scanpy.tl.umap` would embed), else scelm builds the
         UMAP fuzzy graph on the PCs of the input (exact kNN up to 50,000 cells on CPU and
         2,000,000 on a GPU, pynndescent beyond), which also works where
-        ``sc.pp.neighbors`` fails (see ``knn``).
+        ``sc.pp.neighbors`` fails (see ``knn``). ``False`` always builds scelm's own graph.
     n_epochs
-        Passes over all cells. Default: when training is full batch (one step per epoch),
-        ``n_obs / 10`` clipped to [300, 400] from a starting layout and 600 from
-        ``init='random'``; else 200 (about 20 steps per epoch). umap-learn uses 500 / 200.
+        Passes over all cells. Default, from ``n_obs`` alone: up to 4,096 cells (where
+        training is full batch by default, one step per epoch) ``n_obs / 10`` clipped to
+        [300, 400] from a starting layout and 600 from ``init='random'``; above, 200 (about
+        20 steps per epoch). umap-learn uses 500 / 200.
     train_batch_size
         Cells per training step. ``None``: full batch up to 4,096 cells, else about 20
         blocks per epoch of at least 1,024 cells. Each step encodes one block and uses the
         latest embedding of the other cells; more blocks mean more optimizer steps per
         epoch at about the same cost, and activations held for one block only (see
-        ``docs/scale.md``). A value ``>= n_obs`` trains full batch.
+        ``docs/scale.md``). A value ``>= n_obs`` trains full batch. It changes no other
+        default.
     learning_rate
         Adam's learning rate, linearly decayed to zero.
     negative_sample_rate
@@ -130,7 +139,7 @@ def parametric_umap(
         AdamW's decoupled weight decay during the UMAP phase; small values make the
         encoder's Jacobians, hence its rankings, less seed-dependent.
     hidden
-        Widths of the hidden layers of the encoder.
+        Widths of the hidden layers of each member; ``()`` makes each a linear map.
     activation
         ``'relu'``, ``'leaky_relu'`` or ``'prelu'``.
     n_pcs
@@ -159,21 +168,23 @@ def parametric_umap(
         Store the Jacobian layers of these genes only (named in
         ``uns[key_added]['jacobian_genes']``); ``None``: every gene the model reads.
     n_models
-        Fit an ensemble of this many encoders on the same graph, front end and starting
-        layout, trained together as one batched network; they differ by their initial
-        weights and negative samples (independent streams of ``random_state``). The first
-        is the embedding; all are stored in ``uns[key_added]['encoders']``, and
-        :func:`scelm.tl.rank_genes_elm` averages its scores over all of them, reports how
-        far they agree and warns where they do not. Rankings from one model change more
-        with the seed (``docs/trust.md``). Default ``None``: 5 when training is full batch
-        (up to 4,096 cells), else 1, since each member costs about one fit.
+        Members of the ensemble, fitted on the same graph, front end and starting layout;
+        they differ by their initial weights and negative samples (independent streams of
+        ``random_state``). On a GPU they train as one batched network; on CPU in one
+        thread per core. Each member's map is turned onto the common frame by orthogonal
+        Procrustes (``uns[key_added]['alignment']``) and the map is their mean, so the
+        explanations, exact for that consensus, agree across ``random_state`` far more than
+        one model's (``docs/trust.md``); how far the members agree is what
+        :func:`scelm.tl.rank_genes_elm` reports as stability. Default ``None``: 10 up to
+        4,096 cells, else 4.
     precision
         ``'float32'``, or ``'bfloat16'`` to run the encoder's matrix products during
         training under bfloat16 autocast (faster on recent GPUs; distances and the loss stay
         float32). Weights, the embedding and the Jacobians are float32 either way, so the
         exact decomposition is unaffected.
     random_state
-        Seed for initialisation and negative sampling; CPU runs are reproducible.
+        Seed for initialisation and negative sampling; CPU runs are reproducible on the
+        same machine and torch thread count.
     {doc_batch_device}
     key_added
         Prefix of every key written.
@@ -184,15 +195,17 @@ def parametric_umap(
     ``None``, or a copy of ``adata`` when ``copy=True``. Sets
 
     ``adata.obsm['X_{{key_added}}']`` : :class:`numpy.ndarray` (n_obs, n_components)
-        The embedding; ``sc.pl.embedding(adata, basis=key_added)`` draws it.
+        The embedding, the ensemble's consensus; ``sc.pl.embedding(adata, basis=key_added)``
+        draws it.
     ``adata.uns['{{key_added}}']`` : :class:`dict`
-        ``params`` (including ``a``, ``b``), ``loss_history`` (models x epochs),
-        ``var_names`` (genes read), ``front_end`` (``loadings``, ``reference``) and
-        ``encoders`` (the weights of every model of the ensemble, ``'0'`` first): enough to
-        embed and explain new cells after ``write_h5ad``/``read_h5ad``
-        (:func:`scelm.tl.transform`).
+        ``params`` (including ``a``, ``b``), ``loss_history`` (members x epochs),
+        ``var_names`` (genes read), ``front_end`` (``loadings``, ``reference``),
+        ``encoders`` (the weights of every member) and ``alignment`` (members x d x d):
+        enough to embed and explain new cells after ``write_h5ad``/``read_h5ad`` or
+        ``write_zarr``/``read_zarr`` (:func:`scelm.tl.transform`).
     ``adata.layers['{{key_added}}_jacobian_{{k}}']`` : :class:`numpy.ndarray` (n_obs, n_vars)
-        Row ``k`` of each cell's Jacobian, when ``store_jacobian``.
+        Row ``k`` of each cell's Jacobian (the consensus's), when ``store_jacobian``; a
+        sparse matrix holding only ``jacobian_genes`` when they are given.
 
     Examples
     --------
@@ -204,14 +217,7 @@ def parametric_umap(
     from .._core.device import resolve_device
 
     check_adata(adata)
-    p = FitParams.from_args(
-        adata, n_components=n_components, min_dist=min_dist, spread=spread, n_neighbors=n_neighbors,
-        knn=knn, neighbors_key=neighbors_key, n_epochs=n_epochs, train_batch_size=train_batch_size, learning_rate=learning_rate,
-        negative_sample_rate=negative_sample_rate, repulsion_strength=repulsion_strength, init=init,
-        weight_decay=weight_decay, hidden=hidden, activation=activation, n_pcs=n_pcs, use_rep=use_rep, center=center,
-        layer=layer, use_raw=use_raw, mask_var=mask_var, store_jacobian=store_jacobian, jacobian_genes=jacobian_genes, n_models=n_models,
-        precision=precision, random_state=random_state, chunk_size=chunk_size,
-    )
+    p = FitParams.from_call(adata, locals())
     dev = resolve_device(device)
     start = logg.info("computing parametric UMAP (scelm)")
     model, X = _fit(adata, p, dev)
@@ -227,43 +233,34 @@ def parametric_umap(
 
 def _fit(adata: AnnData, p: FitParams, dev) -> tuple[StoredModel, object]:
     """Front end, graph, starting layout and training: the fitted model and its input."""
-    import torch
-
-    from .._core.encoder import ELMEncoder, StackedEncoder
+    from .._core.encoder import StackedEncoder
     from .._core.frontend import fit_front_end
     from .._core.loss import find_ab_params
-    from .._core.train import LAYOUT_STEPS, TrainConfig, train_encoder
+    from .._core.train import LAYOUT_STEPS, TrainConfig, member_threads, train_members
 
     X, genes, use_raw, loadings = model_input(adata, layer=p.layer, use_raw=p.use_raw, mask_var=p.mask_var, use_rep=p.use_rep)
     jacobian_storage(genes, p.store_jacobian, p.jacobian_genes)  # a bad value fails now, not after training
     front_end = fit_front_end(X, n_pcs=p.n_pcs, center=p.center, loadings=loadings)
     z = front_end.project(X)
-    edges, graph_source, graph_k = graph_edges(
-        adata, z, neighbors_key=p.neighbors_key, n_neighbors=p.n_neighbors, knn=p.knn, random_state=p.seed, device=dev
-    )
+    edges, graph_source, graph_k = graph_edges(adata, z, p, device=dev)
     a, b = find_ab_params(p.spread, p.min_dist)
     config = TrainConfig(
         p.n_epochs, p.learning_rate, p.negative_sample_rate, p.repulsion_strength, a, b, p.train_batch_size,
-        weight_decay=float(p.weight_decay), layout_steps=LAYOUT_STEPS, bfloat16=p.precision == "bfloat16",
+        weight_decay=p.weight_decay, layout_steps=LAYOUT_STEPS, bfloat16=p.precision == "bfloat16",
     )
     if p.n_models > 1:
-        logg.info(f"    training {p.n_models} models together")
+        logg.info(f"    training {p.n_models} models; the map is their consensus")
     seeds = p.member_seeds()
-    stack = StackedEncoder([
-        ELMEncoder(front_end.n_in, p.hidden, p.n_components, activation=p.activation, generator=torch.Generator().manual_seed(s))
-        for s in seeds
-    ])
-    layout = _start_layout(adata, p.init, z, edges, p.n_components, p.seed)
-    history = train_encoder(stack, z, edges, config, layout=layout, device=dev, seed=p.seed, progress=settings.verbosity >= 1)
-    params = dict(
-        n_components=p.n_components, min_dist=float(p.min_dist), spread=float(p.spread), a=a, b=b,
-        n_neighbors=graph_k, graph=graph_source, n_epochs=p.n_epochs, train_batch_size=min(p.train_batch_size, adata.n_obs),
-        learning_rate=float(p.learning_rate), negative_sample_rate=p.negative_sample_rate,
-        repulsion_strength=float(p.repulsion_strength), init=p.init, weight_decay=float(p.weight_decay), n_models=p.n_models,
-        hidden=np.asarray(p.hidden, dtype=np.int64), activation=p.activation,
-        n_pcs=-1 if p.n_pcs is None and p.use_rep is None else front_end.n_in, use_rep=p.use_rep, center=bool(p.center),
-        layer=p.layer, use_raw=use_raw, device=str(dev), precision=p.precision, random_state=p.seed,
-        member_seeds=np.asarray(seeds),
+    stack = StackedEncoder.random(front_end.n_in, p.hidden, p.n_components, seeds=seeds, activation=p.activation)
+    layout = _start_layout(adata, p.init, z, edges, p.n_components, p.random_state)
+    stack, history = train_members(
+        stack, z, edges, config, layout=layout, device=dev, seed=p.random_state, progress=settings.verbosity >= 1,
+        threads=member_threads(dev, p.n_models),
     )
-    states = [encoder.state_to_numpy() for encoder in stack.unstack()]
-    return StoredModel(genes, front_end, states, params, history), X
+    params = p.stored(
+        a=a, b=b, n_neighbors=graph_k, graph=graph_source, use_raw=use_raw, device=str(dev), member_seeds=np.asarray(seeds),
+        n_pcs=-1 if p.n_pcs is None and p.use_rep is None else front_end.n_in,
+    )
+    align_on = z[np.random.default_rng(p.random_state).permutation(len(z))[:ALIGN_CELLS]]
+    model = ELMModel.from_members(front_end, stack, align_on=align_on)
+    return StoredModel(genes, model, params, history), X

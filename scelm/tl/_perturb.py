@@ -14,9 +14,8 @@ from .. import _keys
 from .._core.blocks import GeneColumns
 from .._core.options import PROTOCOLS, Protocol
 from .._docs import doc_copy, doc_params
-from .._input import check_adata
+from .._input import check_adata, group_labels
 from .._model import StoredModel
-from ._rank_genes_elm import _labels
 
 
 def _rows(model: StoredModel, adata: AnnData, mask: np.ndarray) -> np.ndarray:
@@ -30,7 +29,7 @@ def _values(model: StoredModel, value: float | None) -> np.ndarray:
     """What deleted genes are set to: the front end's reference (``x_ref``, zero by default),
     against which contributions are exact, or one given value."""
     if value is None:
-        return model.front_end.reference
+        return model.model.front_end.reference
     if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not np.isfinite(value):
         raise ValueError(f"value must be None or a finite number, got {value!r}.")
     return np.full(len(model.genes), float(value), dtype=np.float32)
@@ -48,7 +47,7 @@ def _cell_mask(adata: AnnData, groupby: str | None, groups, mask) -> np.ndarray:
         if mask.dtype != bool or mask.shape != (adata.n_obs,):
             raise ValueError(f"mask must be a boolean array of length n_obs={adata.n_obs}.")
     else:
-        labels = _labels(adata, groupby)
+        labels = group_labels(adata, groupby)
         if groups is None:
             raise ValueError("With groupby=, name the groups= whose cells are perturbed.")
         wanted = [groups] if isinstance(groups, str) else [str(g) for g in groups]
@@ -123,9 +122,7 @@ def perturb(
     values = _values(model, value)
     key_added = _keys.perturbation_key(elm_key) if key_added is None else key_added
     Y = np.asarray(adata.obsm[_keys.embedding_key(elm_key)])[cells]
-    new = perturbed_embedding(
-        model.front_end, model.encoder(), _rows(model, adata, chosen), pos, values[pos], device=resolve_device(device)
-    )
+    new = perturbed_embedding(model.model, _rows(model, adata, chosen), pos, values[pos], device=resolve_device(device))
     target = adata.copy() if copy else adata
     target.uns[key_added] = dict(
         obs_names=np.asarray(adata.obs_names[cells], dtype=object),
@@ -213,9 +210,9 @@ def deletion_curve(
     if unknown := [g for g in wanted if g not in ranked]:
         raise ValueError(f"groups {unknown} are not in the ranking {key!r}: {ranked}.")
     model = StoredModel.from_adata(adata, elm_key)
-    labels = np.asarray(_labels(adata, groupby).astype(object))
+    labels = np.asarray(group_labels(adata, groupby).astype(object))
     values = _values(model, value)
-    dev, encoder, gene_pos = resolve_device(device), model.encoder(), pd.Index(model.genes)
+    dev, gene_pos = resolve_device(device), pd.Index(model.genes)
     start = logg.info(f"deletion curves of {key!r} on the map of {elm_key!r} ({protocol})")
     removed = {}
     for g in wanted:
@@ -226,8 +223,7 @@ def deletion_curve(
         # Genes the model does not read cannot move the map: they count as a step with no effect.
         order = gene_pos.get_indexer(np.asarray(ranking["names"][g][:n_genes]).astype(str))
         curve = _curve(
-            model.front_end, encoder, _rows(model, adata, in_group), _rows(model, adata, in_ref), order, values,
-            both=protocol == "both", device=dev,
+            model.model, _rows(model, adata, in_group), _rows(model, adata, in_ref), order, values, both=protocol == "both", device=dev,
         )
         removed[g] = np.pad(curve, (0, n_genes - len(curve)), constant_values=np.nan)  # short rankings
     frame = pd.DataFrame.from_dict(removed, orient="index", columns=[str(k) for k in range(1, n_genes + 1)])

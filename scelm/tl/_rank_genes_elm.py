@@ -11,51 +11,23 @@ from scanpy import logging as logg
 
 from .. import _keys
 from .._core.blocks import BLOCK_ROWS, GeneColumns
-from .._core.options import CORR_METHODS, SCORES, CorrMethod, Score
+from .._core.options import AGREEMENT_TOP, CORR_METHODS, SCORES, UNSTABLE, CorrMethod, Score
 from .._docs import doc_batch_device, doc_copy, doc_params
-from .._input import check_adata, frame_column, source_matrix
+from .._input import check_adata, group_labels, source_matrix
 from .._model import StoredModel
 
-# Agreement is measured on the top-AGREEMENT_TOP genes (Jaccard index). A group whose
-# split-half agreement is below UNSTABLE gets a warning. On pbmc68k_reduced, five-model
-# rankings from different seeds agree at 0.69 (benchmarks/bench_trust.py); t-test and
-# wilcoxon agree at 0.83.
-AGREEMENT_TOP = 10
-UNSTABLE = 0.5
 
-
-def _labels(adata: AnnData, groupby: str) -> pd.Categorical:
-    if groupby not in adata.obs.columns:
-        raise KeyError(f"groupby={groupby!r} is not a column of adata.obs; available: {list(adata.obs.columns)}.")
-    col = frame_column(adata.obs, groupby)
-    if not isinstance(col.dtype, pd.CategoricalDtype):
-        logg.info(f"    adata.obs[{groupby!r}] is not categorical; treating its values as categories")
-        col = col.astype(str).where(col.notna()).astype("category")
-    n_nan = int(col.isna().sum())
-    if n_nan:
-        logg.warning(f"{n_nan} cells have no {groupby!r} label (NaN) and are left out.")
-    return pd.Categorical(col)
-
-
-def _encoders(adata: AnnData, key: str | Sequence[str]) -> list[tuple[StoredModel, int]]:
-    """Every encoder to average: ``(model, member)`` for each model of each key's ensemble."""
-    keys = [key] if isinstance(key, str) else list(key)
-    if not keys:
-        raise ValueError("key must name at least one fitted model.")
-    models = [StoredModel.from_adata(adata, k) for k in keys]
-    first = models[0]
-    for m in models[1:]:
-        if not np.array_equal(m.genes, first.genes) or m.source(adata) != first.source(adata):
-            raise ValueError(f"The models in {keys} read different genes or sources; an ensemble needs the same input.")
-    return [(m, i) for m in models for i in range(m.n_models)]
-
-
-def _adjust(p: np.ndarray, method: str) -> np.ndarray:
+def _adjust(p: np.ndarray, tested: np.ndarray, method: str) -> np.ndarray:
+    """Adjusted p-values over the ``tested`` genes only (those the model reads), as scanpy
+    corrects over the genes it tests; the others keep p = 1."""
     from scipy.stats import false_discovery_control
 
+    out = np.ones_like(p)
     if method == "bonferroni":
-        return np.minimum(p * len(p), 1.0)
-    return false_discovery_control(p, method="bh")
+        out[tested] = np.minimum(p[tested] * tested.sum(), 1.0)
+    else:
+        out[tested] = false_discovery_control(p[tested], method="bh")
+    return out
 
 
 def _expm1(adata: AnnData):
@@ -79,7 +51,7 @@ def rank_genes_elm(
     groups: str | Sequence[str] = "all",
     reference: str = "rest",
     score: Score = "separation",
-    elm_key: str | Sequence[str] = _keys.DEFAULT_KEY,
+    elm_key: str = _keys.DEFAULT_KEY,
     corr_method: CorrMethod = "benjamini-hochberg",
     key_added: str = _keys.DEFAULT_RANK_KEY,
     device: str = "auto",
@@ -88,9 +60,10 @@ def rank_genes_elm(
 ) -> AnnData | None:
     """Rank the genes that place each group where it is in the ELM embedding.
 
-    Each cell's contributions ``C = J(x) * (x - x_ref)`` (exact, summing to its
-    coordinates) are averaged per group and projected on ``u``, the unit vector from the
-    reference's centroid to the group's centroid in the embedding. The result is written in
+    Each cell's contributions ``C = J(x) * (x - x_ref)`` to the map ``obsm['X_{{elm_key}}']``
+    (exact, summing to its coordinates; with an ensemble, the consensus's) are averaged per
+    group and projected on ``u``, the unit vector from the reference's centroid to the
+    group's centroid in that map. The result is written in
     the layout of :func:`scanpy.tl.rank_genes_groups`, so :func:`scanpy.get.rank_genes_groups_df`,
     ``sc.pl.rank_genes_groups_*`` and :func:`scanpy.tl.filter_rank_genes_groups` read it.
 
@@ -98,7 +71,7 @@ def rank_genes_elm(
 
     ``'separation'`` (default)
         ``(mean C in group - mean C in reference) . u``; sums over genes exactly to the
-        distance between the two centroids: why the groups sit apart. It was the most
+        distance between the two centroids in the map: why the groups sit apart. It was the most
         accurate score on simulated data with known markers (see ``benchmarks/``).
     ``'position'``
         ``mean C in group . u``; sums exactly to the group centroid's coordinate along u:
@@ -127,12 +100,12 @@ def rank_genes_elm(
     score
         One of ``'separation'``, ``'position'``, ``'magnitude'``, ``'weight'``.
     elm_key
-        ``key_added`` of the fitted model, or a list of keys of models fitted on the same
-        genes. Scores are averaged over these models and the members of their ensembles
-        (``parametric_umap(n_models=k)``), and their standard error over models is stored in
-        ``scores_se``, as in instance-wise linearization of ensembles. How far the models
-        agree is stored too (``member_agreement``, ``stability``, ``rank_sd``), and groups
-        whose averaged ranking is unstable get a warning.
+        ``key_added`` of the fitted model. With an ensemble (``parametric_umap(n_models=k)``)
+        the scores are the consensus's, which is the map shown; each score is the mean of
+        the members' parts, whose standard error is stored in ``scores_se`` (as in
+        instance-wise linearization of ensembles). How far the members agree is stored too
+        (``stability``, ``member_agreement``, ``rank_sd``), and groups whose ranking is
+        unstable get a warning.
     corr_method
         ``'benjamini-hochberg'`` or ``'bonferroni'``.
     key_added
@@ -147,14 +120,14 @@ def rank_genes_elm(
     score 0 with p-value 1) ``names``, ``scores``, ``logfoldchanges`` (log2 fold
     change of the group and reference means of ``expm1`` expression, in the base of
     ``uns['log1p']``, as scanpy computes it),
-    ``pvals``, ``pvals_adj``, ``lower_in_group``, ``scores_se``, ``rank_sd`` (standard
-    deviation over the models of an ensemble of the gene's rank; NaN for one model),
-    ``centroid_distance``, ``member_agreement`` (per group, the mean pairwise Jaccard
-    index of single models' top-10 genes) and ``stability`` (per group, the Jaccard index
-    of the top-10 genes of two disjoint halves of the ensemble, averaged, each half's
-    scores averaged first: an estimate of how the averaged ranking would agree with one
-    from another seed; below 0.5 a warning is logged); both NaN for one model; plus
-    ``params``. ``pvals`` come from Welch's t-test of the per-cell projected
+    ``pvals``, ``pvals_adj`` (corrected over the genes the model reads, the genes tested),
+    ``lower_in_group``, ``scores_se``, ``rank_sd`` (standard deviation over the members of
+    the gene's rank in their parts of the score; NaN for one model),
+    ``centroid_distance`` (in the map), ``member_agreement`` (per group, the mean pairwise
+    Jaccard index of the members' top-10 genes) and ``stability`` (per group, the expected
+    Jaccard index of the top-10 genes with a fit from another ``random_state``, estimated
+    from the members by bootstrap; below 0.5 a warning is logged); both NaN for one model;
+    plus ``params``. ``pvals`` come from Welch's t-test of the per-cell projected
     contribution ``C_i . u`` between group and reference. Caveat: ``u`` and the embedding are
     fitted on the same cells, so these p-values are optimistic; use them to order genes,
     not as calibrated error rates.
@@ -167,7 +140,7 @@ def rank_genes_elm(
     if corr_method not in CORR_METHODS:
         raise ValueError(f"corr_method must be one of {CORR_METHODS}, got {corr_method!r}.")
     ranking = _ELMRanking(adata, groupby, groups, reference, elm_key)
-    start = logg.info(f"ranking genes with the ELM ({score}, {len(ranking.encoders)} model(s))")
+    start = logg.info(f"ranking genes with the ELM ({score}, consensus of {ranking.model.n_members} model(s))")
     ranking.compute(device=resolve_device(device), batch_size=chunk_size)
     result = ranking.result(score, corr_method)
     target = adata.copy() if copy else adata
@@ -183,11 +156,10 @@ class _ELMRanking:
     """Every gene's ELM scores for each group against its reference, in scanpy's layout
     (the role ``_RankGenes`` plays for :func:`scanpy.tl.rank_genes_groups`)."""
 
-    def __init__(self, adata: AnnData, groupby: str, groups, reference: str, elm_key):
+    def __init__(self, adata: AnnData, groupby: str, groups, reference: str, elm_key: str):
         self.adata, self.groupby, self.reference, self.elm_key = adata, groupby, reference, elm_key
-        self.labels = _labels(adata, groupby)
-        self.encoders = _encoders(adata, elm_key)
-        self.model = self.encoders[0][0]
+        self.labels = group_labels(adata, groupby)
+        self.model = StoredModel.from_adata(adata, elm_key)
         self.counts = pd.Series(self.labels).value_counts()
         self.present = [c for c in self.labels.categories if self.counts.get(c, 0) > 0]
         if skipped := [c for c in self.labels.categories if self.counts.get(c, 0) == 0]:
@@ -214,7 +186,7 @@ class _ELMRanking:
         from ._moments import group_means, group_moments
 
         code = np.array(pd.Categorical(self.labels, categories=self.present).codes)  # -1 for NaN labels
-        self.moments = group_moments(self.adata, self.encoders, code, len(self.present), device=device, batch_size=batch_size)
+        self.moments = group_moments(self.adata, self.model, code, len(self.present), device=device, batch_size=batch_size)
         # Every gene of the source matrix is stored (scanpy's plots need them all): genes the
         # model does not read have score 0 and p-value 1; fold changes come from expression.
         self.layer, self.use_raw = self.model.source(self.adata)
@@ -232,31 +204,37 @@ class _ELMRanking:
         stability, whether it or its reference is too small for p-values)."""
         from scipy import stats
 
-        from .._core.ranking import group_scores, member_agreement, rank_order, split_half_agreement
+        from .._core.ranking import group_scores, member_agreement, rank_order, resampled_agreement
 
         gi, rest = self.present.index(g), self._reference(g)
-        s = group_scores(self.moments.pooled([gi]), self.moments.pooled(rest), len(self.encoders), self.model.n_components)
+        s = group_scores(self.moments.pooled([gi]), self.moments.pooled(rest), self.model.n_members, self.model.n_components)
         n_genes, weights = len(self.genes), self.counts[[self.present[i] for i in rest]].to_numpy()
         mean_g, mean_r = self.means[gi], (self.means[rest] * weights[:, None]).sum(0) / weights.sum()
+        parts = s.members.member_parts(score).cpu().numpy()  # (M, model genes); the score is their mean
+        n_members = parts.shape[0]
         values, se, pvals = np.zeros(n_genes), np.zeros(n_genes), np.ones(n_genes)
-        values[self.pos], se[self.pos] = getattr(s, score), s.spread[score]
+        values[self.pos] = s.scores[score]
+        if n_members > 1:
+            se[self.pos] = parts.std(0, ddof=1) / np.sqrt(n_members)
         small = min(int(self.counts[g]), int(weights.sum())) < 2
         if not small:
             pvals[self.pos] = 2.0 * stats.t.sf(np.abs(s.t), s.dof)
         lower = mean_g < mean_r
         order = rank_order(values, lower)  # expressed-or-higher genes first, then by score
-        member_values = np.zeros((len(self.encoders), n_genes))
-        member_values[:, self.pos] = s.per_model[score]
-        agree, rank_sd = member_agreement(rank_order(member_values, lower), AGREEMENT_TOP)
+        agree, rank_sd = member_agreement(rank_order(parts, lower[self.pos]), AGREEMENT_TOP)
+        full_rank_sd = np.full(n_genes, np.nan)
+        full_rank_sd[self.pos] = rank_sd
+        tested = np.zeros(n_genes, dtype=bool)
+        tested[self.pos] = True
         expm1 = _expm1(self.adata)
         columns = dict(
             names=self.genes[order].astype(object), scores=values[order].astype(np.float32),
             logfoldchanges=np.log2((expm1(mean_g) + 1e-9) / (expm1(mean_r) + 1e-9))[order].astype(np.float32),
-            pvals=pvals[order], pvals_adj=_adjust(pvals, corr_method)[order], lower_in_group=lower[order],
-            scores_se=se[order].astype(np.float32), rank_sd=rank_sd[order].astype(np.float32),
+            pvals=pvals[order], pvals_adj=_adjust(pvals, tested, corr_method)[order], lower_in_group=lower[order],
+            scores_se=se[order].astype(np.float32), rank_sd=full_rank_sd[order].astype(np.float32),
         )
         summary = dict(centroid_distance=s.distance, member_agreement=agree,
-                       stability=split_half_agreement(member_values, lower, AGREEMENT_TOP), small=small)
+                       stability=resampled_agreement(s.members, score, lower[self.pos], AGREEMENT_TOP), small=small)
         return columns, summary
 
     def result(self, score: str, corr_method: str) -> dict:
@@ -269,14 +247,12 @@ class _ELMRanking:
             logg.warning(f"groups {small} (or their reference) have fewer than 2 cells: p-values set to 1.")
         if unstable := [g for g, (_, summary) in per_group.items() if summary["stability"] < UNSTABLE]:
             logg.warning(
-                f"The top {AGREEMENT_TOP} genes of {unstable} are unstable: two halves of the ensemble "
-                f"agree on them below {UNSTABLE} (Jaccard index). Read their order with care, or fit more "
-                "models (parametric_umap(n_models=...)); per-gene rank spread: uns[key_added]['rank_sd']."
+                f"The top {AGREEMENT_TOP} genes of {unstable} are unstable: a fit with another random_state is expected "
+                f"to share fewer than {UNSTABLE:.0%} of them (stability, Jaccard index). Read their order with care, or fit "
+                "more models (parametric_umap(n_models=...)); per-gene rank spread: uns[key_added]['rank_sd']."
             )
-        elm_key = self.elm_key
         result["params"] = dict(
             groupby=self.groupby, reference=self.reference, method="elm", use_raw=self.use_raw, layer=self.layer,
-            corr_method=corr_method, score=score, n_models=len(self.encoders),
-            elm_key=elm_key if isinstance(elm_key, str) else np.asarray(list(elm_key), dtype=object),
+            corr_method=corr_method, score=score, n_models=self.model.n_members, elm_key=self.elm_key,
         )
         return result
