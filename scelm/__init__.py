@@ -8,5 +8,5 @@ a function needs it.
 from . import datasets, get, pl, tl
 from ._settings import settings
 
-__version__ = "0.1.0"
+__version__ = "0.3.0"
 __all__ = ["tl", "get", "pl", "datasets", "settings", "__version__"]

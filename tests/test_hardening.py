@@ -88,7 +88,8 @@ def test_bad_data(make, exc, match):
         scelm.tl.parametric_umap(adata, **FAST)
 
 
-def test_raw_counts_warning(sim):
+def _warnings(call) -> str:
+    """What ``call`` logs at warning level through scanpy's logger."""
     import io
     import logging
 
@@ -97,12 +98,62 @@ def test_raw_counts_warning(sim):
     sc.settings._root_logger.addHandler(handler)  # scanpy logs through its own root logger
     sc.settings.verbosity = 1  # the suite runs silent; warnings show from 1 on
     try:
-        sim.X = sim.layers["counts"] * 1000
-        scelm.tl.parametric_umap(sim, **FAST)
+        call()
     finally:
         sc.settings.verbosity = verbosity
         sc.settings._root_logger.removeHandler(handler)
-    assert "raw counts" in stream.getvalue()
+    return stream.getvalue()
+
+
+def test_raw_counts_warning(sim):
+    sim.X = sim.layers["counts"] * 1000
+    assert "raw counts" in _warnings(lambda: scelm.tl.parametric_umap(sim, **FAST))
+
+
+def test_overridden_graph_arguments_are_a_warning_and_can_be_had(pbmc):
+    """A stored graph wins over explicit n_neighbors/knn, as in sc.tl.umap; the warning names
+    them and neighbors_key=False gives what was asked."""
+    said = _warnings(lambda: scelm.tl.parametric_umap(pbmc, **FAST, n_neighbors=7, knn="exact"))
+    assert "n_neighbors=7" in said and "knn='exact'" in said and "neighbors_key=False" in said
+    assert pbmc.uns["elm"]["params"]["graph"] == "uns:neighbors"
+    assert _warnings(lambda: scelm.tl.parametric_umap(pbmc, **FAST)) == ""  # defaults: nothing to say
+    scelm.tl.parametric_umap(pbmc, **FAST, n_neighbors=7, neighbors_key=False)
+    assert pbmc.uns["elm"]["params"]["graph"] == "scelm:7:exact" and pbmc.uns["elm"]["params"]["n_neighbors"] == 7
+
+
+def test_model_fitted_on_raw_warns_when_the_query_has_none(fitted_pbmc):
+    query = fitted_pbmc.raw.to_adata()
+    said = _warnings(lambda: scelm.tl.transform(query, fitted_pbmc, store_jacobian=False))
+    assert "fitted on .raw" in said and ".X is read" in said
+
+
+def test_train_batch_size_changes_no_other_default(pbmc):
+    scelm.tl.parametric_umap(pbmc, n_epochs=2, hidden=(8,), train_batch_size=256, store_jacobian=False)
+    params = pbmc.uns["elm"]["params"]
+    assert params["train_batch_size"] == 256 and params["n_models"] == 10
+    scelm.tl.parametric_umap(pbmc, hidden=(8,), train_batch_size=256, n_models=1, store_jacobian=False)
+    assert pbmc.uns["elm"]["params"]["n_epochs"] == 300  # pbmc68k_reduced's default, full batch or not
+
+
+def test_linear_members_without_hidden_layers(pbmc):
+    scelm.tl.parametric_umap(pbmc, n_epochs=20, hidden=(), n_models=2)
+    assert rel_err(scelm.get.contributions(pbmc).sum(-1), pbmc.obsm["X_elm"]) < 1e-5
+    with pytest.raises(TypeError, match="hidden"):
+        scelm.tl.parametric_umap(pbmc, hidden=64)
+
+
+def test_reading_a_model_leaves_the_users_random_streams_alone(fitted_pbmc):
+    import torch
+
+    torch.manual_seed(123)
+    np.random.seed(123)
+    expected = torch.rand(3), np.random.rand(3)
+    torch.manual_seed(123)
+    np.random.seed(123)
+    scelm.get.contributions(fitted_pbmc, genes=["LYZ"])
+    scelm.tl.rank_genes_elm(fitted_pbmc, "bulk_labels")
+    scelm.pl.contributions(fitted_pbmc, "LYZ", show=False)
+    assert torch.equal(torch.rand(3), expected[0]) and np.array_equal(np.random.rand(3), expected[1])
 
 
 def test_interrupted_fit_leaves_adata_untouched(pbmc, monkeypatch):

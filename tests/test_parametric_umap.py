@@ -5,6 +5,7 @@ import sys
 
 import anndata as ad
 import numpy as np
+import pandas as pd
 import pytest
 import scanpy as sc
 import torch
@@ -156,16 +157,44 @@ def test_own_graph_at_scanpy_breaking_size():
     assert np.mean((e.head < 4000) == (e.tail < 4000)) > 0.99
 
 
-def test_h5ad_round_trip_then_transform(fitted_pbmc, tmp_path):
-    path = tmp_path / "a.h5ad"
-    fitted_pbmc.write_h5ad(path)
-    back = sc.read_h5ad(path)
-    assert _exact(back) < 1e-5
+@pytest.fixture(scope="module")
+def every_key(tmp_path_factory):
+    """pbmc68k_reduced holding every key scelm writes: a 3-member model with Jacobian layers,
+    a sparse-layer model, a ranking, a deletion curve, a perturbation and an explained map."""
+    adata = sc.datasets.pbmc68k_reduced()
+    scelm.tl.parametric_umap(adata, **dict(FAST, n_models=3))
+    scelm.tl.parametric_umap(adata, **FAST, key_added="some", jacobian_genes=["LYZ", "NKG7"])
+    scelm.tl.rank_genes_elm(adata, "bulk_labels")
+    scelm.tl.deletion_curve(adata, n_genes=3)
+    scelm.tl.perturb(adata, ["LYZ"], groupby="bulk_labels", groups="CD14+ Monocyte")
+    scelm.tl.explain_embedding(adata, "umap", n_models=2, max_steps=100, store_jacobian=False)
+    return adata
+
+
+@pytest.mark.parametrize("fmt", ["h5ad", "zarr"])
+def test_every_key_round_trips_and_the_model_still_explains(every_key, tmp_path, fmt):
+    path = tmp_path / f"a.{fmt}"
+    getattr(every_key, f"write_{fmt}")(path)
+    back = getattr(ad, f"read_{fmt}")(path)
+    for key in ("elm", "some", "elm_umap"):
+        assert _exact(back, key) < 1e-5, key
+    np.testing.assert_array_equal(scelm.get.jacobian(back, genes=["LYZ", "NKG7"], elm_key="some"),
+                                  scelm.get.jacobian(every_key, genes=["LYZ", "NKG7"], elm_key="some"))
+    pd.testing.assert_frame_equal(sc.get.rank_genes_groups_df(back, None, key="rank_genes_elm"),
+                                  sc.get.rank_genes_groups_df(every_key, None, key="rank_genes_elm"))
+    pd.testing.assert_frame_equal(pd.DataFrame(back.uns["rank_genes_elm_deletion"]["removed"]),
+                                  pd.DataFrame(every_key.uns["rank_genes_elm_deletion"]["removed"]))
+    np.testing.assert_array_equal(back.uns["elm_perturbation"]["embedding"], every_key.uns["elm_perturbation"]["embedding"])
+    scelm.tl.rank_genes_elm(back, "bulk_labels", key_added="again")  # the read model ranks as before
+    for g in back.uns["again"]["names"].dtype.names:
+        np.testing.assert_array_equal(back.uns["again"]["names"][g], every_key.uns["rank_genes_elm"]["names"][g])
+    scelm.pl.training(back, elm_key="elm_umap", show=False)
+    scelm.pl.fidelity(back, "elm_umap", show=False)
     query = back.copy()
     del query.uns["elm"], query.obsm["X_elm"]
     scelm.tl.transform(query, back)
-    scale = np.abs(fitted_pbmc.obsm["X_elm"]).max()
-    np.testing.assert_allclose(query.obsm["X_elm"], fitted_pbmc.obsm["X_elm"], rtol=1e-5, atol=1e-5 * scale)
+    scale = np.abs(every_key.obsm["X_elm"]).max()
+    np.testing.assert_allclose(query.obsm["X_elm"], every_key.obsm["X_elm"], rtol=1e-5, atol=1e-5 * scale)
     assert _exact(query) < 1e-5
 
 

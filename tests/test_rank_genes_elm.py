@@ -70,13 +70,21 @@ def test_scanpy_readers_and_plots_work(fitted_pbmc, tmp_path):
     pd.testing.assert_frame_equal(sc.get.rank_genes_groups_df(back, group=None, key=KEY), df)
 
 
-def test_streaming_equals_stored_jacobians(fitted_pbmc):
-    scelm.tl.rank_genes_elm(fitted_pbmc, "bulk_labels", key_added="stored")
-    for k in range(2):
-        del fitted_pbmc.layers[f"elm_jacobian_{k}"]
-    scelm.tl.rank_genes_elm(fitted_pbmc, "bulk_labels", chunk_size=97, key_added="streamed")
+def test_jacobians_are_read_from_complete_layers_and_recomputed_otherwise(fitted_pbmc):
+    J = scelm.get.jacobian(fitted_pbmc)
+    fitted_pbmc.layers["elm_jacobian_0"] = fitted_pbmc.layers["elm_jacobian_0"] * 2  # marks where values come from
+    np.testing.assert_allclose(scelm.get.jacobian(fitted_pbmc)[:, 0], 2 * J[:, 0])  # read from the layers
+    fitted_pbmc.layers["elm_jacobian_0"] = fitted_pbmc.layers["elm_jacobian_0"].astype(np.float16)
+    np.testing.assert_array_equal(scelm.get.jacobian(fitted_pbmc), J)  # float16 layers: recomputed exactly
+    del fitted_pbmc.layers["elm_jacobian_0"]
+    np.testing.assert_array_equal(scelm.get.jacobian(fitted_pbmc), J)  # incomplete layers: recomputed
+
+
+def test_ranking_does_not_depend_on_the_block_size(fitted_pbmc):
+    scelm.tl.rank_genes_elm(fitted_pbmc, "bulk_labels", key_added="big")
+    scelm.tl.rank_genes_elm(fitted_pbmc, "bulk_labels", chunk_size=97, key_added="small")
     for field in ("scores", "pvals"):
-        a, b = fitted_pbmc.uns["stored"][field], fitted_pbmc.uns["streamed"][field]
+        a, b = fitted_pbmc.uns["big"][field], fitted_pbmc.uns["small"][field]
         for g in a.dtype.names:
             np.testing.assert_allclose(np.sort(a[g]), np.sort(b[g]), rtol=1e-4, atol=1e-6)
 

@@ -146,8 +146,18 @@ def test_ensemble_ranking_reports_agreement(sim, tmp_path):
     scelm.tl.rank_genes_elm(sim, "cell_type")
     res = sim.uns["rank_genes_elm"]
     for g in res["names"].dtype.names:
-        assert 0.0 <= res["member_agreement"][g][0] <= 1.0 and 0.0 <= res["stability"][g][0] <= 1.0
         assert np.all(np.isfinite(res["rank_sd"][g])) and np.all(np.asarray(res["rank_sd"][g]) >= 0)
+    # Three copies of one member: a consensus that cannot change, so it reports full stability.
+    entry = sim.uns["elm"]
+    sim.uns["same"] = dict(entry, encoders={str(i): entry["encoders"]["0"] for i in range(3)}, alignment=np.stack([np.eye(2)] * 3))
+    scelm.tl.rank_genes_elm(sim, "cell_type", elm_key="same", key_added="same_rank")
+    same = sim.uns["same_rank"]
+    for g in same["names"].dtype.names:
+        assert same["stability"][g][0] == 1.0 and same["member_agreement"][g][0] == 1.0
+        assert np.all(np.asarray(same["rank_sd"][g])[np.isfinite(same["rank_sd"][g])] == 0)
+        np.testing.assert_allclose(same["scores_se"][g], 0, atol=1e-6)
+    # Real members disagree somewhere: lower stability for at least one group.
+    assert min(res["stability"][g][0] for g in res["names"].dtype.names) < 1.0
     sim.write_h5ad(tmp_path / "a.h5ad")
     assert "member_agreement" in sc.read_h5ad(tmp_path / "a.h5ad").uns["rank_genes_elm"]
     fig = scelm.pl.rank_genes_elm(sim, n_genes=5, show=False, return_fig=True)

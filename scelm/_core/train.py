@@ -158,19 +158,10 @@ def member_threads(device: torch.device, n_members: int) -> int:
 
 
 def train_members(
-    stack: StackedEncoder,
-    z: np.ndarray,
-    edges: EdgeList,
-    config: TrainConfig,
-    *,
-    layout: np.ndarray | None = None,
-    device: torch.device,
-    seed: int,
-    progress: bool,
-    threads: int = 1,
+    stack: StackedEncoder, z: np.ndarray, edges: EdgeList, config: TrainConfig, *, progress: bool, threads: int = 1, **fit
 ) -> tuple[StackedEncoder, np.ndarray]:
-    """Fit every member of ``stack``: first onto ``layout`` (if given, for
-    ``config.layout_steps``), then on UMAP's loss. Members differ by their initial weights
+    """Fit every member of ``stack`` as :func:`train_encoder` does (``fit``: its ``layout``,
+    ``device`` and ``seed``). Members differ by their initial weights
     and negative samples; with ``threads > 1`` they are dealt round-robin into that many
     stacks, each trained in its own thread with one intra-op thread. Returns the trained
     stack (members in their order) and the mean block loss of every epoch,
@@ -183,7 +174,7 @@ def train_members(
     bar = tqdm(total=config.n_epochs * n_members, desc="parametric UMAP", unit="epoch", disable=not progress,
                mininterval=1.0)
     if threads <= 1:
-        history = train_encoder(stack, z, edges, config, layout=layout, device=device, seed=seed, bar=bar)
+        history = train_encoder(stack, z, edges, config, bar=bar, **fit)
         bar.close()
         return stack, history
     groups = [list(range(i, n_members, threads)) for i in range(threads)]
@@ -194,9 +185,9 @@ def train_members(
     try:
         with ThreadPoolExecutor(threads) as pool:
             # Each group its own streams of blocks and negatives, independent of other seeds'.
+            seed = fit.pop("seed")
             seeds = [int(np.random.SeedSequence([seed, i]).generate_state(1)[0]) for i in range(threads)]
-            futures = [pool.submit(train_encoder, part, z, edges, config, layout=layout, device=device, seed=s, bar=bar)
-                       for part, s in zip(parts, seeds)]
+            futures = [pool.submit(train_encoder, part, z, edges, config, seed=s, bar=bar, **fit) for part, s in zip(parts, seeds)]
             histories = [f.result() for f in futures]
     finally:
         torch.set_num_threads(intra)
@@ -207,7 +198,7 @@ def train_members(
         for j, m in enumerate(g):
             trained[m] = part.member_states()[j]
             history[m] = h[j]
-    return StackedEncoder.from_states(trained, stack.activation).to(device), history
+    return StackedEncoder.from_states(trained, stack.activation).to(fit["device"]), history
 
 
 def train_encoder(
@@ -221,8 +212,9 @@ def train_encoder(
     seed: int,
     bar=None,
 ) -> np.ndarray:
-    """Fit every member of one ``stack`` in place (see :func:`train_members`); all of them
-    see the same blocks. ``bar``: a tqdm bar advanced by one per member and epoch."""
+    """Fit every member of one ``stack`` in place: first onto ``layout`` (if given, for
+    ``config.layout_steps``), then on UMAP's loss; all of them see the same blocks. ``bar``:
+    a tqdm bar advanced by one per member and epoch."""
     stack.to(device).train()
     host_gen = torch.Generator().manual_seed(seed)  # partition and block order (host-side ints)
     gen = torch.Generator(device=device).manual_seed(seed)  # layout rows and negatives, drawn where used

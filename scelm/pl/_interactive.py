@@ -215,37 +215,22 @@ def interactive(
     >>> scelm.pl.interactive(adata, color="bulk_labels", path="map.html")
     """
     _bokeh()
-    from bokeh.document import Document
-    from bokeh.embed import file_html
-    from bokeh.events import DocumentReady
-    from bokeh.layouts import column, row
-    from bokeh.models import CustomJS, Div
-    from bokeh.resources import INLINE
-
     from .._core.device import resolve_device
     from ._page_data import page_data  # imports torch, which `import scelm` must not
 
     check_adata(adata)
     n_genes, n_selection_genes = _checks.positive_int("n_genes", n_genes), _checks.positive_int("n_selection_genes", n_selection_genes)
-    if gene_values not in GENE_VALUES:
-        raise ValueError(f"gene_values must be one of {GENE_VALUES}, got {gene_values!r}.")
-    if not np.isfinite(selection_budget_mb) or selection_budget_mb <= 0:
-        raise ValueError(f"selection_budget_mb must be a positive number, got {selection_budget_mb!r}.")
+    _checks.one_of("gene_values", gene_values, GENE_VALUES)
+    budget = _checks.number("selection_budget_mb", selection_budget_mb) * 2**20
     model = StoredModel.from_adata(adata, elm_key)
     if groupby is not None and groupby not in adata.obs.columns:
         raise KeyError(f"groupby={groupby!r} is not a column of adata.obs.")
-    if color is None:
-        color = groupby
+    color = groupby if color is None else color
     dev = resolve_device(device)
     colour, kind = _colour_values(adata, model, color, gene_values, elm_key, dev, chunk_size)
-    if groupby is None and kind == "categorical":
-        groupby = color
-    groups, group_names = None, []
-    if groupby is not None:
-        cat = adata.obs[groupby].astype("category")
-        groups, group_names = cat.cat.codes.to_numpy(), [str(c) for c in cat.cat.categories]
-    data = page_data(model, model.input_matrix(adata), n_top=n_genes, budget_bytes=selection_budget_mb * 2**20,
-                     device=dev, batch_size=chunk_size)
+    groupby = color if groupby is None and kind == "categorical" else groupby
+    groups, group_names = _group_codes(adata, groupby)
+    data = page_data(model, model.input_matrix(adata), n_top=n_genes, budget_bytes=budget, device=dev, batch_size=chunk_size)
     key = _keys.embedding_key(elm_key)
     xy = np.asarray(adata.obsm[key], dtype=np.float32) if key in adata.obsm else data.embedding
     palette = _palette(adata, color, len(colour[1])) if kind == "categorical" else None
@@ -253,6 +238,32 @@ def interactive(
     size = point_size if point_size is not None else float(np.clip(300 / np.sqrt(adata.n_obs), 2, 8))
     fig, source = _figure(xy, adata.obs_names, colour, kind, palette, data.top_genes.shape[1], groups,
                           title=title or f"{elm_key}: {color or 'cells'}", axis_label=axis_label, size=size)
+    legend = _legend(group_names, palette) if kind == "categorical" and groupby == color else None
+    layout, page = _page(fig, source, data, group_names, legend, axis_label=axis_label, n_show=n_selection_genes,
+                         title=title or f"scelm: {elm_key}")
+    out = InteractiveFigure(layout, page, height=600)
+    if path is not None:
+        out.save(path)
+    return out
+
+
+def _group_codes(adata: AnnData, groupby: str | None) -> tuple[np.ndarray | None, list[str]]:
+    """Each cell's group code and the group names the hover shows (none without groupby)."""
+    if groupby is None:
+        return None, []
+    cat = adata.obs[groupby].astype("category")
+    return cat.cat.codes.to_numpy(), [str(c) for c in cat.cat.categories]
+
+
+def _page(fig, source, data, group_names: list[str], legend: str | None, *, axis_label: str, n_show: int, title: str):
+    """The layout (map, legend, selection panel) with its callbacks, and the page's HTML."""
+    from bokeh.document import Document
+    from bokeh.embed import file_html
+    from bokeh.events import DocumentReady
+    from bokeh.layouts import column, row
+    from bokeh.models import CustomJS, Div
+    from bokeh.resources import INLINE
+
     scope = "" if data.all_genes_ranked else (
         f", ranked among the {len(data.candidates)} of {len(data.genes)} genes whose contributions vary most "
         "(raise selection_budget_mb for more)"
@@ -264,18 +275,15 @@ def interactive(
     source.data.update(top_genes=data.top_genes, top_values=data.top_values, contributions=data.contributions,
                        embedding=data.embedding, expression=data.expression)
     args = dict(source=source, genes=data.genes.tolist(), groups=group_names, candidates=data.candidates.astype(np.int32),
-                n_show=n_selection_genes, intro=intro, scope=scope)
+                n_show=n_show, intro=intro, scope=scope)
     js = files("scelm.pl").joinpath("_interactive.js").read_text(encoding="utf-8")
-    _hover(fig, args, js, data.top_genes.shape[1], axis_label, groups is not None)
+    _hover(fig, args, js, data.top_genes.shape[1], axis_label, bool(group_names))
     source.selected.js_on_change("indices", CustomJS(
         args=dict(args, panel=panel), code=js + "panel.text = window.scelm.panel(window.scelm.rank(source.selected.indices));",
     ))
-    side = [Div(text=_legend(group_names, palette), width=320)] if kind == "categorical" and groupby == color else []
+    side = [Div(text=legend, width=320)] if legend is not None else []
     layout = row(fig, column(*side, panel))
     doc = Document()
     doc.add_root(layout)
     doc.js_on_event(DocumentReady, CustomJS(args=args, code=js + "window.scelmReady = true;"))
-    out = InteractiveFigure(layout, file_html(doc, INLINE, title=title or f"scelm: {elm_key}"), height=600)
-    if path is not None:
-        out.save(path)
-    return out
+    return layout, file_html(doc, INLINE, title=title)
