@@ -204,33 +204,14 @@ def _top(means: MemberMeans, score: str, weights: np.ndarray, lower: np.ndarray,
     return rank_order(means.scores(score, w).cpu().numpy(), lower)[:n_top]
 
 
-def split_half_agreement(means: MemberMeans, score: str, lower: np.ndarray, n_top: int, *, max_splits: int = 20) -> float:
-    """The members split into two disjoint halves, each half's consensus ranked, and the
-    halves' top-``n_top`` sets compared (Jaccard), averaged over splits. NaN for one member."""
-    from itertools import combinations
-
-    n = means.n_members
-    if n < 2:
-        return float("nan")
-    splits = list(combinations(range(n), n // 2))
-    if len(splits) > max_splits:
-        pick = np.random.default_rng(0).choice(len(splits), max_splits, replace=False)
-        splits = [splits[i] for i in pick]
-    out = []
-    for half in splits:
-        inside = np.zeros(n, dtype=bool)
-        inside[list(half)] = True
-        a = _top(means, score, inside / inside.sum(), lower, n_top)
-        b = _top(means, score, ~inside / (~inside).sum(), lower, n_top)
-        out.append(_jaccard(a, b))
-    return float(np.mean(out))
-
-
 def resampled_agreement(means: MemberMeans, score: str, lower: np.ndarray, n_top: int, *, n_pairs: int = 50) -> float:
     """Expected top-``n_top`` agreement (Jaccard) of the consensus ranking with one from
     another ``random_state``, estimated by bootstrap over the members: pairs of ensembles
     of M members drawn with replacement, each pair's consensus rankings compared. NaN for
-    one member."""
+    one member. (Against the agreement measured across 5 seeds, over 26 groups of three data
+    sets, its Spearman correlation was 0.90 and it read 0.00-0.06 above on average; the
+    split-half agreement of two halves of the members, 0.93, but 0.04-0.06 below, each
+    half being an ensemble of M/2: docs/trust.md.)"""
     n = means.n_members
     if n < 2:
         return float("nan")

@@ -13,21 +13,21 @@ from anndata import AnnData
 from .. import _checks
 from .._core.options import ACTIVATIONS, INITS, KNN_METHODS, PRECISIONS
 
-# Ensemble members by default, and their width. Measured with benchmarks/bench_trust.py
-# (top-10 agreement of rank_genes_elm across seeds, the consensus's ranking; docs/trust.md):
-# on pbmc68k_reduced 1 / 3 / 5 / 10 members of width 128 agree at 0.50 / 0.67 / 0.66 /
-# 0.76, and 10 of width 64 at 0.75 in 3.4 s (5 of width 128: 4.7 s); at 10,000 cells one
-# member agrees at 0.72, 4 of width 64 at 0.80 (1.2x one member's time), 8 at 0.86.
-DEFAULT_MODELS_FULL_BATCH = 10
-DEFAULT_MODELS_BLOCKS = 4
+# Ensemble members by default, and their width. Measured with benchmarks/bench_trust.py,
+# 5 seeds (top-10 agreement of rank_genes_elm across seeds; docs/trust.md): members of
+# width 64 are as stable as members of width 128 and cost a third, and the agreement grows
+# with the number of members: on pbmc68k_reduced 0.50 (1 member of width 128), 0.66 (5 of
+# 128), 0.75 (10 of 64), 0.83 (20 of 64); on 2,000 simulated cells 0.64, 0.77, 0.82, 0.88;
+# on 10,000, 0.52, 0.67, 0.75 (4 of 64), 0.90 (20 of 64). Each member costs about half a
+# one-model fit on 2 cores, so the count falls with the size of the data.
 DEFAULT_HIDDEN = (64, 64)
 DEFAULT_NEIGHBORS = 15
+MEMBERS_BY_SIZE = ((4096, 10), (50_000, 8))  # (up to n_obs cells, members); above: MEMBERS_ABOVE
+MEMBERS_ABOVE = 4
 
 
 def default_members(n_obs: int) -> int:
-    from .._core.train import FULL_BATCH_MAX
-
-    return DEFAULT_MODELS_FULL_BATCH if n_obs <= FULL_BATCH_MAX else DEFAULT_MODELS_BLOCKS
+    return next((members for size, members in MEMBERS_BY_SIZE if n_obs <= size), MEMBERS_ABOVE)
 
 
 def default_epochs(n_obs: int, init: str) -> int:
