@@ -15,7 +15,9 @@ store_jacobian=False)`` + ``rank_genes_elm`` over the bytes of X; "scelm (dense 
 same with X densified (float32) first. ``--memory`` instead runs the defaults
 (``store_jacobian='auto'``) at the largest size, sparse and dense, ``--repeats`` fresh
 processes each, and prints the peak added by each stage (input checks, front end, graph,
-training, outputs, ranking), RSS sampled every 5 ms.
+training, outputs, ranking) and by each trust tool after it (``deletion_curve(n_genes=10)``,
+``perturb`` of one type's top 10 genes, ``pl.reconstruction``), RSS sampled every 5 ms;
+``*_peak_rss_over_X`` is the whole process's peak RSS (X included) over the bytes of X.
 Quality: trustworthiness and kNN label accuracy on 5,000 cells, against the 50 PCs.
 """
 
@@ -104,15 +106,17 @@ def run_scelm_dense(adata, device):
 
 
 METHODS = {"umap-learn": run_umap, "scelm": run_scelm, "scelm (dense X)": run_scelm_dense}
-STAGES = ["input", "front end", "graph", "training", "outputs", "ranking"]
+STAGES = ["input", "front end", "graph", "training", "outputs", "ranking", "deletion", "perturb", "reconstruction"]
 
 
 def stage_peaks(path: str, layout: str, device: str) -> dict:
     """Peak RSS added by each stage of the defaults' ``parametric_umap`` + ``rank_genes_elm``,
     over the bytes of X, in this (fresh) process; RSS sampled every 5 ms."""
     import anndata as ad
+    import matplotlib
     import scanpy as sc
 
+    matplotlib.use("Agg")
     import scelm
     import scelm._core.frontend as frontend
     import scelm._core.train as train
@@ -129,14 +133,26 @@ def stage_peaks(path: str, layout: str, device: str) -> dict:
             setattr(module, name, lambda *a, **k: (mem.stage(stage), original(*a, **k))[1])
 
         for module, name, stage in [(pu, "model_input", "input"), (frontend, "fit_front_end", "front end"),
-                                    (pu, "graph_edges", "graph"), (train, "train_encoder", "training"),
+                                    (pu, "graph_edges", "graph"), (train, "train_members", "training"),
                                     (pu, "compute_outputs", "outputs")]:
             marked(module, name, stage)
         scelm.tl.parametric_umap(adata, device=device)
         mem.stage("ranking")
         scelm.tl.rank_genes_elm(adata, "cell_type", device=device)
-    out = {stage: (mem.peaks.get(stage, mem.before) - mem.before) * 2**30 / x_bytes(adata.X) for stage in STAGES}
-    out.update(X=layout, X_gb=x_bytes(adata.X) / 2**30, peak_over_X=(mem.peak - mem.before) * 2**30 / x_bytes(adata.X),
+        fit_rank = mem.peak
+        # The trust tools, one after the other (each stage's peak is what that tool adds).
+        mem.stage("deletion")
+        scelm.tl.deletion_curve(adata, n_genes=10, device=device)
+        mem.stage("perturb")
+        scelm.tl.perturb(adata, list(adata.uns["rank_genes_elm"]["names"]["type0"][:10]), groupby="cell_type",
+                         groups="type0", device=device)
+        mem.stage("reconstruction")
+        scelm.pl.reconstruction(adata, show=False)
+    x_gb = x_bytes(adata.X) / 2**30
+    out = {stage: (mem.peaks.get(stage, mem.before) - mem.before) / x_gb for stage in STAGES}
+    out.update(X=layout, X_gb=x_gb, added_over_X=(fit_rank - mem.before) / x_gb,
+               peak_rss_over_X=mem.peak / x_gb, tools_peak_rss_over_X=max(mem.peaks.get(s, 0) for s in STAGES[-3:]) / x_gb,
+               fit_rank_peak_rss_over_X=fit_rank / x_gb,
                layers_gb=sum(v.nbytes for k, v in adata.layers.items() if "jacobian" in k) / 2**30)
     return out
 
@@ -153,7 +169,8 @@ def memory_table(args) -> None:
             if r is not None and not r.get("stopped"):
                 rows.append(dict(cells=n, repeat=repeat, **r))
                 print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
-    cols = ["cells", "X", "repeat", "X_gb", *STAGES, "peak_over_X", "layers_gb"]
+    cols = ["cells", "X", "repeat", "X_gb", *STAGES, "added_over_X", "fit_rank_peak_rss_over_X", "tools_peak_rss_over_X",
+            "layers_gb"]
     print_table([{c: r.get(c, "") for c in cols} for r in rows],
                 f"Peak RSS added by stage over X, defaults ({args.device}, {args.n_genes} genes, fresh process each)")
 

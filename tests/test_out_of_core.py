@@ -87,3 +87,19 @@ def test_dask_fit_reads_blocks_in_tasks_not_in_the_client(monkeypatch):
     scelm.tl.parametric_umap(lazy, **FAST, store_jacobian=False)
     assert sum(client_reads) == 1  # the raw-counts check on the first rows
     assert np.all(np.isfinite(lazy.obsm["X_elm"]))
+
+
+def test_get_refuses_arrays_past_the_budget_and_names_the_ways_out():
+    adata = sc.datasets.pbmc68k_reduced()
+    scelm.tl.parametric_umap(adata, n_epochs=5, hidden=(8,), n_models=1, store_jacobian=False)
+    budget = scelm.settings.dense_max_gb
+    scelm.settings.dense_max_gb = 0.001  # 700 x 2 x 765 float32 is 4.3 MB
+    try:
+        with pytest.raises(ValueError, match="lazy=True") as err:
+            scelm.get.contributions(adata)
+        assert "genes=" in str(err.value) and "dense_max_gb" in str(err.value)
+        assert scelm.get.contributions(adata, genes=["LYZ"]).shape == (700, 2, 1)
+        lazy = scelm.get.contributions(adata, lazy=True)
+        np.testing.assert_allclose(lazy[:5].compute().sum(-1), adata.obsm["X_elm"][:5], rtol=1e-5, atol=1e-5)
+    finally:
+        scelm.settings.dense_max_gb = budget

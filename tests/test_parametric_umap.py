@@ -120,6 +120,13 @@ def test_builds_own_graph_without_neighbors(sim):
     assert sim.uns["elm"]["params"]["graph"] == "scelm:10:exact"  # 'auto' below 50,000 cells on CPU
 
 
+def test_knn_chunks_follow_the_device():
+    from scelm._core.graph import knn_chunk
+
+    assert knn_chunk(10_000, "cpu") == 2048 and knn_chunk(1_000_000, "cpu") == 67 and knn_chunk(10**8, "cpu") == 64
+    assert knn_chunk(1_000_000, "cuda") == 1073 and knn_chunk(100_000, "cuda") == 8192  # 4 GB of distances at most
+
+
 def test_knn_methods_are_selectable_and_agree():
     """The exact kNN (what 'auto' runs on a GPU up to 2 million cells) and pynndescent (what
     it runs on CPU above 50,000) are both reachable by parameter, and find the same graph."""

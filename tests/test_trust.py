@@ -316,3 +316,18 @@ def test_per_member_negatives_match_separate_losses():
         lm, gm = umap_loss_and_gradient(y[:, m], head, tail, w, nh, nt[:, m], nw, **kw)
         np.testing.assert_allclose(loss[m].item(), lm.item(), rtol=1e-12)
         np.testing.assert_allclose(grad[:, m].numpy(), gm.numpy(), rtol=1e-12, atol=1e-15)
+
+
+def test_deletion_curve_on_sampled_cells(ranked_pbmc):
+    """max_cells bounds the cells the centroids are measured on: at least every cell gives the
+    exact curve, fewer a reproducible estimate of it."""
+    adata = ranked_pbmc.copy()
+    kw = dict(n_genes=5, groups=["CD19+ B", "Dendritic"])
+    scelm.tl.deletion_curve(adata, **kw, key_added="all")
+    scelm.tl.deletion_curve(adata, **kw, max_cells=adata.n_obs, key_added="same")
+    pd.testing.assert_frame_equal(adata.uns["all"]["removed"], adata.uns["same"]["removed"])
+    for name in ("a", "b"):
+        scelm.tl.deletion_curve(adata, **kw, max_cells=60, random_state=3, key_added=name)
+    pd.testing.assert_frame_equal(adata.uns["a"]["removed"], adata.uns["b"]["removed"])
+    assert adata.uns["a"]["params"]["max_cells"] == 60
+    np.testing.assert_allclose(adata.uns["a"]["removed"].to_numpy(), adata.uns["all"]["removed"].to_numpy(), atol=0.25)

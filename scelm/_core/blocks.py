@@ -77,6 +77,19 @@ def iter_row_chunks(X, chunk: int = BLOCK_ROWS, dtype=np.float64):
         yield start, stop, dense(X[start:stop], dtype)
 
 
+def iter_selected_rows(X, rows: np.ndarray, chunk: int = BLOCK_ROWS, dtype=np.float64):
+    """Yield ``(lo, hi, dense rows of dtype)`` for the sorted row positions ``rows`` of ``X``,
+    ``rows[lo:hi]`` at a time, reading one block of ``chunk`` rows of ``X`` at a time (blocks
+    holding none of them are not read): memory stays at one block, however many rows."""
+    rows = np.asarray(rows)
+    for start in range(0, X.shape[0], chunk):
+        stop = min(start + chunk, X.shape[0])
+        lo, hi = np.searchsorted(rows, [start, stop])
+        if hi > lo:
+            block = X[start:stop]
+            yield int(lo), int(hi), dense(block[rows[lo:hi] - start], dtype)
+
+
 def rows_as_dask(X, chunk: int):
     """``X`` as a Dask array chunked over rows only (``chunk`` rows unless already Dask)."""
     import dask.array as da

@@ -48,11 +48,22 @@ def edges_from_connectivities(C) -> EdgeList:
     )
 
 
+# Distances held at once by the exact kNN: 256 MB on CPU, 4 GB on a GPU (whose top-k over
+# few, long rows is slow: 64 rows of 5 million cells would take some 80,000 chunks).
+KNN_CHUNK_BYTES = {"cpu": 2**28, "cuda": 2**32}
+
+
+def knn_chunk(n: int, device_type: str) -> int:
+    """Query rows per chunk of the exact kNN over ``n`` cells."""
+    budget = KNN_CHUNK_BYTES.get(device_type, KNN_CHUNK_BYTES["cpu"])
+    return int(min(2048 if device_type == "cpu" else 8192, max(64, budget // (4 * n))))
+
+
 def exact_knn(x: np.ndarray, k: int, *, device) -> tuple[np.ndarray, np.ndarray]:
     """Exact Euclidean kNN (self included, first) by chunked matmul and top-k."""
     import torch
 
-    chunk = int(min(2048, max(64, 2**26 // x.shape[0])))  # <= 256 MB of distances at once
+    chunk = knn_chunk(x.shape[0], torch.device(device).type)
     xt = torch.as_tensor(x, dtype=torch.float32, device=device)
     sq = (xt * xt).sum(1)
     idx_out, dist_out = [], []

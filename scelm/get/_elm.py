@@ -18,7 +18,9 @@ from ._lazy import fill, lazy_values
 doc_genes = """\
 genes
     Genes to return, in this order; ``None`` returns every gene of the matrix the model
-    reads (``var_names``, or ``raw.var_names`` when it was fitted on ``.raw``)."""
+    reads (``var_names``, or ``raw.var_names`` when it was fitted on ``.raw``). Without
+    ``lazy``, an array larger than ``scelm.settings.dense_max_gb`` (2 GB) is refused with
+    a message: pass ``genes=`` or ``lazy=True``."""
 
 
 def _gene_axis(adata: AnnData, model: StoredModel, genes) -> tuple[pd.Index, np.ndarray]:
@@ -42,6 +44,15 @@ def _stream(adata, elm_key, genes, *, contributions: bool, lazy: bool, device, b
     X = model.input_matrix(adata)
     if lazy:
         return lazy_values(model, X, pos, contributions=contributions, device=resolve_device(device), batch_size=batch_size)
+    from .._settings import settings
+
+    size_gb = adata.n_obs * model.n_components * len(names) * 4 / 1e9
+    if size_gb > settings.dense_max_gb:
+        raise ValueError(
+            f"{adata.n_obs} cells x {model.n_components} axes x {len(names)} genes take {size_gb:.1f} GB, more than "
+            f"scelm.settings.dense_max_gb = {settings.dense_max_gb}: pass genes=[...] (the model reads {len(model.genes)}), "
+            "or lazy=True for a Dask array computed block by block, or raise the setting."
+        )
     out = np.zeros((adata.n_obs, model.n_components, len(names)), dtype=np.float32)
     batches = model.iter_batches(adata, elm_key, X, device=device, batch_size=batch_size)
     return fill(out, batches, pos, contributions=contributions)

@@ -18,11 +18,12 @@ from .._core.options import ACTIVATIONS, INITS, KNN_METHODS, PRECISIONS
 # width 64 are as stable as members of width 128 and cost a third, and the agreement grows
 # with the number of members: on pbmc68k_reduced 0.50 (1 member of width 128), 0.66 (5 of
 # 128), 0.75 (10 of 64), 0.83 (20 of 64); on 2,000 simulated cells 0.64, 0.77, 0.82, 0.88;
-# on 10,000, 0.52, 0.67, 0.75 (4 of 64), 0.90 (20 of 64). Each member costs about half a
-# one-model fit on 2 cores, so the count falls with the size of the data.
+# on 10,000, 0.52, 0.67, 0.75 (4 of 64), 0.71 (8 of 64: no better than 4 within the noise
+# of 5 seeds, at 1.6x the time), 0.90 (20 of 64). Each member costs about half a one-model
+# fit on 2 cores: above full batch, 4 members keep the fit within 2x sc.tl.umap's time.
 DEFAULT_HIDDEN = (64, 64)
 DEFAULT_NEIGHBORS = 15
-MEMBERS_BY_SIZE = ((4096, 10), (50_000, 8))  # (up to n_obs cells, members); above: MEMBERS_ABOVE
+MEMBERS_BY_SIZE = ((4096, 10),)  # (up to n_obs cells, members); above: MEMBERS_ABOVE
 MEMBERS_ABOVE = 4
 
 

@@ -10,19 +10,28 @@ import pandas as pd
 from anndata import AnnData
 from scanpy import logging as logg
 
-from .. import _keys
-from .._core.blocks import GeneColumns
+from .. import _checks, _keys
+from .._core.blocks import BLOCK_ROWS, iter_selected_rows
 from .._core.options import PROTOCOLS, Protocol
-from .._docs import doc_copy, doc_params
+from .._docs import doc_batch_device, doc_copy, doc_params
 from .._input import check_adata, group_labels
 from .._model import StoredModel
 
 
-def _rows(model: StoredModel, adata: AnnData, mask: np.ndarray) -> np.ndarray:
-    """Dense float32 expression of the model's genes for the cells in ``mask``, in order."""
-    X = model.input_matrix(adata)
-    block = GeneColumns(X.X[np.flatnonzero(mask)], X.idx)[:]
-    return block.toarray() if hasattr(block, "toarray") else np.asarray(block)
+def _inputs(model: StoredModel, adata: AnnData, cells: np.ndarray, genes: np.ndarray, *, chunk: int):
+    """Encoder inputs ``(len(cells), n_in)`` and expression of the model genes ``genes``
+    (positions; -1 gives zeros) of the cells at the sorted positions ``cells``, float32,
+    streamed: the cells' whole expression is never held."""
+    fe = model.model.front_end
+    W = fe.loadings.astype(np.float64)
+    shift = fe.reference.astype(np.float64) @ W
+    z = np.empty((len(cells), fe.n_in), dtype=np.float32)
+    x = np.zeros((len(cells), len(genes)), dtype=np.float32)
+    read = np.flatnonzero(np.asarray(genes) >= 0)
+    for lo, hi, rows in iter_selected_rows(model.input_matrix(adata), cells, chunk):
+        z[lo:hi] = rows @ W - shift
+        x[lo:hi, read] = rows[:, np.asarray(genes)[read]]
+    return z, x
 
 
 def _values(model: StoredModel, value: float | None) -> np.ndarray:
@@ -59,7 +68,7 @@ def _cell_mask(adata: AnnData, groupby: str | None, groups, mask) -> np.ndarray:
     return mask
 
 
-@doc_params(doc_copy=doc_copy)
+@doc_params(doc_copy=doc_copy, doc_batch_device=doc_batch_device)
 def perturb(
     adata: AnnData,
     genes: str | Sequence[str],
@@ -71,6 +80,7 @@ def perturb(
     elm_key: str = _keys.DEFAULT_KEY,
     key_added: str | None = None,
     device: str = "auto",
+    chunk_size: int = BLOCK_ROWS,
     copy: bool = False,
 ) -> AnnData | None:
     """Re-embed chosen cells with chosen genes set to the reference and record where they go.
@@ -96,8 +106,7 @@ def perturb(
         ``key_added`` of the fitted model.
     key_added
         Where the result goes in ``uns``; default ``'{{elm_key}}_perturbation'``.
-    device
-        ``'auto'``, ``'cpu'`` or ``'cuda[:N]'``.
+    {doc_batch_device}
     {doc_copy}
 
     Returns
@@ -122,7 +131,13 @@ def perturb(
     values = _values(model, value)
     key_added = _keys.perturbation_key(elm_key) if key_added is None else key_added
     Y = np.asarray(adata.obsm[_keys.embedding_key(elm_key)])[cells]
-    new = perturbed_embedding(model.model, _rows(model, adata, chosen), pos, values[pos], device=resolve_device(device))
+    chunk_size = _checks.positive_int("chunk_size", chunk_size)
+    z, x = _inputs(model, adata, cells, pos, chunk=chunk_size)
+    dev = resolve_device(device)
+    new = np.concatenate([
+        perturbed_embedding(model.model, z[i : i + chunk_size], x[i : i + chunk_size], pos, values, device=dev)
+        for i in range(0, len(cells), chunk_size)
+    ])
     target = adata.copy() if copy else adata
     target.uns[key_added] = dict(
         obs_names=np.asarray(adata.obs_names[cells], dtype=object),
@@ -136,7 +151,24 @@ def perturb(
     return target if copy else None
 
 
-@doc_params(doc_copy=doc_copy)
+def _sample(mask: np.ndarray, max_cells: int, rng: np.random.Generator) -> np.ndarray:
+    """Sorted positions of at most ``max_cells`` of the cells in ``mask``, drawn uniformly."""
+    cells = np.flatnonzero(mask)
+    return cells if len(cells) <= max_cells else np.sort(rng.choice(cells, max_cells, replace=False))
+
+
+def _ranked_groups(adata: AnnData, key: str, groups) -> tuple[dict, list[str]]:
+    """The ranking in ``uns[key]`` and the groups of it to score."""
+    if key not in adata.uns or "names" not in adata.uns[key] or "params" not in adata.uns[key]:
+        raise KeyError(f"No ranking in adata.uns[{key!r}]; run scelm.tl.rank_genes_elm or sc.tl.rank_genes_groups first.")
+    ranked = list(adata.uns[key]["names"].dtype.names)
+    wanted = ranked if groups is None else ([groups] if isinstance(groups, str) else [str(g) for g in groups])
+    if unknown := [g for g in wanted if g not in ranked]:
+        raise ValueError(f"groups {unknown} are not in the ranking {key!r}: {ranked}.")
+    return adata.uns[key], wanted
+
+
+@doc_params(doc_copy=doc_copy, doc_batch_device=doc_batch_device)
 def deletion_curve(
     adata: AnnData,
     key: str = _keys.DEFAULT_RANK_KEY,
@@ -146,8 +178,11 @@ def deletion_curve(
     n_genes: int = 50,
     groups: str | Sequence[str] | None = None,
     value: float | None = None,
+    max_cells: int = 20_000,
+    random_state: int = 0,
     key_added: str | None = None,
     device: str = "auto",
+    chunk_size: int = BLOCK_ROWS,
     copy: bool = False,
 ) -> AnnData | None:
     """How much of each group's place in the map its top-ranked genes explain.
@@ -180,10 +215,15 @@ def deletion_curve(
         Groups to score; default every group of the ranking.
     value
         What deleted genes are set to; ``None`` uses the model's reference ``x_ref``.
+    max_cells
+        Centroids are measured on at most this many cells of the group and of its
+        reference, drawn uniformly (every cell when there are fewer): memory and time stay
+        bounded on atlases, and the shares change by sampling error only.
+    random_state
+        Seed of that draw.
     key_added
         Where the result goes in ``uns``; default ``'{{key}}_deletion'``.
-    device
-        ``'auto'``, ``'cpu'`` or ``'cuda[:N]'``.
+    {doc_batch_device}
     {doc_copy}
 
     Returns
@@ -191,27 +231,20 @@ def deletion_curve(
     ``None`` or a copy. Sets ``adata.uns[key_added]`` with ``removed``, a
     :class:`~pandas.DataFrame` (groups x k = 1 ... ``n_genes``) of the share of separation
     removed, and ``params`` (``key``, ``elm_key``, ``protocol``, ``groupby``,
-    ``reference``); :func:`scelm.pl.deletion_curve` draws it.
+    ``reference``, ``max_cells``); :func:`scelm.pl.deletion_curve` draws it.
     """
     from .._core.device import resolve_device
     from .._core.perturb import deletion_curve as _curve
 
     check_adata(adata)
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}.")
-    if isinstance(n_genes, bool) or not isinstance(n_genes, (int, np.integer)) or n_genes < 1:
-        raise ValueError(f"n_genes must be an integer >= 1, got {n_genes!r}.")
-    if key not in adata.uns or "names" not in adata.uns[key] or "params" not in adata.uns[key]:
-        raise KeyError(f"No ranking in adata.uns[{key!r}]; run scelm.tl.rank_genes_elm or sc.tl.rank_genes_groups first.")
-    ranking = adata.uns[key]
+    protocol = _checks.one_of("protocol", protocol, PROTOCOLS)
+    n_genes, max_cells = _checks.positive_int("n_genes", n_genes), _checks.positive_int("max_cells", max_cells)
+    chunk_size = _checks.positive_int("chunk_size", chunk_size)
+    ranking, wanted = _ranked_groups(adata, key, groups)
     groupby, reference = ranking["params"]["groupby"], str(ranking["params"].get("reference", "rest"))
-    ranked = list(ranking["names"].dtype.names)
-    wanted = ranked if groups is None else ([groups] if isinstance(groups, str) else [str(g) for g in groups])
-    if unknown := [g for g in wanted if g not in ranked]:
-        raise ValueError(f"groups {unknown} are not in the ranking {key!r}: {ranked}.")
     model = StoredModel.from_adata(adata, elm_key)
     labels = np.asarray(group_labels(adata, groupby).astype(object))
-    values = _values(model, value)
+    values, rng = _values(model, value), np.random.default_rng(random_state)
     dev, gene_pos = resolve_device(device), pd.Index(model.genes)
     start = logg.info(f"deletion curves of {key!r} on the map of {elm_key!r} ({protocol})")
     removed = {}
@@ -222,16 +255,15 @@ def deletion_curve(
             raise ValueError(f"group {g!r} or its reference {reference!r} has no cells in adata.obs[{groupby!r}].")
         # Genes the model does not read cannot move the map: they count as a step with no effect.
         order = gene_pos.get_indexer(np.asarray(ranking["names"][g][:n_genes]).astype(str))
-        curve = _curve(
-            model.model, _rows(model, adata, in_group), _rows(model, adata, in_ref), order, values, both=protocol == "both", device=dev,
-        )
+        sides = [_inputs(model, adata, _sample(m, max_cells, rng), order, chunk=chunk_size) for m in (in_group, in_ref)]
+        curve = _curve(model.model, *sides, order, values, both=protocol == "both", device=dev)
         removed[g] = np.pad(curve, (0, n_genes - len(curve)), constant_values=np.nan)  # short rankings
     frame = pd.DataFrame.from_dict(removed, orient="index", columns=[str(k) for k in range(1, n_genes + 1)])
     target = adata.copy() if copy else adata
     key_added = _keys.deletion_key(key) if key_added is None else key_added
     target.uns[key_added] = dict(
         removed=frame, params=dict(key=key, elm_key=elm_key, protocol=protocol, groupby=groupby, reference=reference,
-                                   value="reference" if value is None else float(value)),
+                                   value="reference" if value is None else float(value), max_cells=max_cells),
     )
     logg.info("    finished", time=start, deep=f"added\n    '{key_added}', deletion curves (adata.uns)")
     return target if copy else None
