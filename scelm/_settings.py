@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 
-def _budget(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-        raise ValueError(f"{name} must be a number >= 0, got {value!r}.")
-    return float(value)
+class _Budget:
+    """A setting in GB: a number >= 0, checked on assignment."""
+
+    def __set_name__(self, owner, name: str):
+        self.name = name
+
+    def __get__(self, obj, objtype=None):
+        return self if obj is None else obj.__dict__[self.name]
+
+    def __set__(self, obj, value) -> None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+            raise ValueError(f"{self.name} must be a number >= 0, got {value!r}.")
+        obj.__dict__[self.name] = float(value)
 
 
 class ScelmSettings:
@@ -21,25 +30,12 @@ class ScelmSettings:
     above, they ask for ``genes=`` or ``lazy=True``.
     """
 
+    jacobian_layers_max_gb = _Budget()
+    dense_max_gb = _Budget()
+
     def __init__(self):
-        self._jacobian_layers_max_gb = 1.0
-        self._dense_max_gb = 2.0
-
-    @property
-    def jacobian_layers_max_gb(self) -> float:
-        return self._jacobian_layers_max_gb
-
-    @jacobian_layers_max_gb.setter
-    def jacobian_layers_max_gb(self, value: float) -> None:
-        self._jacobian_layers_max_gb = _budget("jacobian_layers_max_gb", value)
-
-    @property
-    def dense_max_gb(self) -> float:
-        return self._dense_max_gb
-
-    @dense_max_gb.setter
-    def dense_max_gb(self, value: float) -> None:
-        self._dense_max_gb = _budget("dense_max_gb", value)
+        self.jacobian_layers_max_gb = 1.0
+        self.dense_max_gb = 2.0
 
     def __repr__(self) -> str:
         return f"ScelmSettings(jacobian_layers_max_gb={self.jacobian_layers_max_gb}, dense_max_gb={self.dense_max_gb})"
