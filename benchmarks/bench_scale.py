@@ -120,6 +120,7 @@ def stage_peaks(path: str, layout: str, device: str) -> dict:
     import scelm
     import scelm._core.frontend as frontend
     import scelm._core.train as train
+    import scelm.tl._fit as fit
     import scelm.tl._parametric_umap as pu
 
     sc.settings.verbosity = 0
@@ -132,9 +133,9 @@ def stage_peaks(path: str, layout: str, device: str) -> dict:
             original = getattr(module, name)
             setattr(module, name, lambda *a, **k: (mem.stage(stage), original(*a, **k))[1])
 
-        for module, name, stage in [(pu, "model_input", "input"), (frontend, "fit_front_end", "front end"),
+        for module, name, stage in [(fit, "model_input", "input"), (frontend, "fit_front_end", "front end"),
                                     (pu, "graph_edges", "graph"), (train, "train_members", "training"),
-                                    (pu, "compute_outputs", "outputs")]:
+                                    (fit, "compute_outputs", "outputs")]:
             marked(module, name, stage)
         scelm.tl.parametric_umap(adata, device=device)
         mem.stage("ranking")

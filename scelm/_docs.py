@@ -14,6 +14,78 @@ mask_var
     Genes the model reads: a boolean ``var`` column name or mask. ``None`` uses
     ``var['highly_variable']`` when present (matched by name, also for ``.raw``), else all."""
 
+doc_training = """\
+train_batch_size
+    Cells per training step. ``None``: full batch up to 4,096 cells, else about 20
+    blocks per epoch of at least 1,024 cells. Each step encodes one block and uses the
+    latest embedding of the other cells; more blocks mean more optimizer steps per
+    epoch at about the same cost, and activations held for one block only (see
+    ``docs/scale.md``). A value ``>= n_obs`` trains full batch. It changes no other
+    default.
+learning_rate
+    Adam's learning rate, linearly decayed to zero."""
+
+# Shared by the fits (parametric_umap, parametric_tsne): the members, their start and storage.
+doc_encoder = """\
+init
+    Starting layout every member is regressed onto before the map's loss takes over:
+    ``'pca'`` (default; the top principal components of the encoder input),
+    ``'spectral'`` (umap-learn's spectral embedding of the graph, its default), the
+    name of an ``obsm`` key such as ``'X_umap'`` (start from a map you already have),
+    or ``'random'`` (no regression: the map's global arrangement is left to the random
+    initial weights). A fixed starting layout makes the map, and so the gene rankings
+    explaining it, agree across ``random_state`` (see ``docs/trust.md``).
+weight_decay
+    AdamW's decoupled weight decay after the layout phase; small values make the
+    encoder's Jacobians, hence its rankings, less seed-dependent.
+hidden
+    Widths of the hidden layers of each member; ``()`` makes each a linear map.
+activation
+    ``'relu'``, ``'leaky_relu'`` or ``'prelu'``.
+n_pcs
+    Linear front end: project expression on this many PC loadings (computed here, on
+    the selected genes), or ``None`` to feed genes directly. Jacobians are always
+    chained back to gene space.
+use_rep
+    Use an existing linear representation instead, e.g. ``'X_pca'`` from
+    :func:`scanpy.tl.pca`: its loadings (``varm['PCs']``) become the front end, applied
+    to the genes they cover in ``.X`` (or ``layer``); ``n_pcs`` is then ignored.
+center
+    Apply the front end to centred expression. ``False`` (default) keeps the reference
+    ``x_ref = 0``: a gene a cell does not express contributes exactly zero to it. With
+    ``True``, contributions are relative to the mean cell.
+{doc_input}
+store_jacobian
+    Write ``layers['{{key_added}}_jacobian_{{k}}']`` (cells x genes, zeros for genes the
+    model does not read): ``'auto'`` (default) stores float32 layers when they take at
+    most ``scelm.settings.jacobian_layers_max_gb`` (1 GB: pbmc68k_reduced or 10,000
+    cells x 2,000 genes keep theirs, an atlas does not) and logs how to get them
+    otherwise; ``True``/``'float32'`` always; ``'float16'`` halves their memory (for
+    plotting with scanpy; scelm's own functions then recompute exact values); ``False``
+    stores none. :func:`scelm.get.jacobian` recomputes exactly from the model whenever the
+    layers are not the complete float32 Jacobian.
+jacobian_genes
+    Store the Jacobian layers of these genes only (named in
+    ``uns[key_added]['jacobian_genes']``); ``None``: every gene the model reads.
+n_models
+    Members of the ensemble, fitted on the same graph, front end and starting layout;
+    they differ by their initial weights and negative samples (independent streams of
+    ``random_state``). On a GPU they train as one batched network; on CPU in one
+    thread per core. Each member's map is turned onto the common frame by orthogonal
+    Procrustes (``uns[key_added]['alignment']``) and the map is their mean, so the
+    explanations, exact for that consensus, agree across ``random_state`` far more than
+    one model's (``docs/trust.md``); how far the members agree is what
+    :func:`scelm.tl.rank_genes_elm` reports as stability. Default ``None``: 10 up to
+    4,096 cells, else 4.
+precision
+    ``'float32'``, or ``'bfloat16'`` to run the encoder's matrix products during
+    training under bfloat16 autocast (faster on recent GPUs; distances and the loss stay
+    float32). Weights, the embedding and the Jacobians are float32 either way, so the
+    exact decomposition is unaffected.
+random_state
+    Seed for initialisation and negative sampling; CPU runs are reproducible on the
+    same machine and torch thread count."""
+
 doc_elm_key = """\
 elm_key
     ``key_added`` of the :func:`scelm.tl.parametric_umap` run to use (the fitted model)."""

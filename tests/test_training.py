@@ -8,7 +8,7 @@ from sklearn.manifold import trustworthiness
 import scelm
 from scelm._core.encoder import StackedEncoder
 from scelm._core.graph import edges_from_connectivities, fuzzy_graph
-from scelm._core.loss import find_ab_params
+from scelm._core.loss import UMAPObjective, find_ab_params
 from scelm._core.train import TrainConfig, default_batch_size, plan_blocks, train_encoder, train_members
 
 CPU = torch.device("cpu")
@@ -59,7 +59,7 @@ def test_plan_lists_every_edge_under_each_block_it_touches():
 def _train(z, edges, batch_size, n_epochs=30, seed=0):
     a, b = find_ab_params(1.0, 0.5)
     stack = StackedEncoder.random(z.shape[1], [32, 32], 2, seeds=[seed])
-    config = TrainConfig(n_epochs, 1e-2, 5, 1.0, a, b, batch_size)
+    config = TrainConfig(n_epochs, 1e-2, 5, UMAPObjective(a, b), batch_size)
     history = train_encoder(stack, z, edges, config, device=CPU, seed=seed)
     with torch.no_grad():
         return stack(torch.as_tensor(z))[0].numpy(), history[0]
@@ -71,7 +71,7 @@ def test_each_step_encodes_one_block_and_each_epoch_every_cell_once():
     rows = []
     hook = stack.register_forward_hook(lambda mod, inp, out: rows.append((inp[0].shape[0], torch.is_grad_enabled())))
     a, b = find_ab_params(1.0, 0.5)
-    train_encoder(stack, z, edges, TrainConfig(3, 1e-2, 5, 1.0, a, b, 300), device=CPU, seed=0)
+    train_encoder(stack, z, edges, TrainConfig(3, 1e-2, 5, UMAPObjective(a, b), 300), device=CPU, seed=0)
     hook.remove()
     with_grad = [r for r, grad in rows if grad]
     assert max(r for r, _ in rows) <= 300  # activations of one block only, cache included
@@ -121,7 +121,7 @@ def test_members_train_in_threads_or_one_stack_alike(threads):
     start = StackedEncoder.random(8, [16], 2, seeds=range(3))
     before = torch.get_num_threads()
     stack, history = train_members(StackedEncoder.from_states(start.member_states(), "relu"), z, edges,
-                                   TrainConfig(20, 1e-2, 5, 1.0, a, b, 300), device=CPU, seed=0, progress=False, threads=threads)
+                                   TrainConfig(20, 1e-2, 5, UMAPObjective(a, b), 300), device=CPU, seed=0, progress=False, threads=threads)
     assert torch.get_num_threads() == before
     assert history.shape == (3, 20) and np.all(np.isfinite(history)) and np.all(history[:, -1] < history[:, 0])
     for m in range(3):  # every member moved from its own start

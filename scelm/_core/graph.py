@@ -91,20 +91,55 @@ def knn_method(n_obs: int, method: str, device) -> str:
     return "exact" if n_obs <= EXACT_MAX.get(device.type, EXACT_MAX["cpu"]) else "nndescent"
 
 
+def nearest_neighbors(x: np.ndarray, k: int, *, random_state: int | None, device, method: str = "auto"):
+    """Indices and distances ``(n, k)`` of each row's ``k`` nearest rows of ``x``, itself
+    first, by ``method`` (see :func:`knn_method`)."""
+    if knn_method(x.shape[0], method, device) == "exact":
+        return exact_knn(x, k, device=device)
+    from pynndescent import NNDescent
+
+    return NNDescent(x, n_neighbors=k, random_state=random_state, n_jobs=-1).neighbor_graph
+
+
 def fuzzy_graph(x: np.ndarray, *, n_neighbors: int, random_state: int | None, device, method: str = "auto"):
-    """UMAP fuzzy simplicial set of the rows of ``x`` (cells x features), as CSR; the kNN
-    by ``method`` (see :func:`knn_method`)."""
+    """UMAP fuzzy simplicial set of the rows of ``x`` (cells x features), as CSR."""
     from umap.umap_ import fuzzy_simplicial_set
 
-    if knn_method(x.shape[0], method, device) == "exact":
-        knn_idx, knn_dist = exact_knn(x, n_neighbors, device=device)
-    else:
-        from pynndescent import NNDescent
-
-        index = NNDescent(x, n_neighbors=n_neighbors, random_state=random_state, n_jobs=-1)
-        knn_idx, knn_dist = index.neighbor_graph
+    knn_idx, knn_dist = nearest_neighbors(x, n_neighbors, random_state=random_state, device=device, method=method)
     rs = np.random.RandomState(0 if random_state is None else random_state)
     graph, _, _ = fuzzy_simplicial_set(
         x, n_neighbors, rs, "euclidean", knn_indices=knn_idx, knn_dists=knn_dist
     )
     return sparse.csr_matrix(graph)
+
+
+def conditional_probabilities(d2: np.ndarray, perplexity: float) -> np.ndarray:
+    """Each row's Gaussian conditional distribution over its neighbours (squared distances
+    ``d2``, ``(n, k)``) whose entropy is ``log(perplexity)``: the precision is bisected for
+    all rows at once."""
+    d2 = np.asarray(d2, dtype=np.float64)
+    d2 = d2 - d2.min(1, keepdims=True)  # shifts cancel in the normalisation; keeps exp() in range
+    target = np.log(perplexity)
+    lo, hi = np.zeros(len(d2)), np.full(len(d2), np.inf)
+    beta = 1.0 / np.maximum(d2.mean(1), 1e-12)
+    for _ in range(100):
+        w = np.exp(-d2 * beta[:, None])
+        total = w.sum(1)
+        entropy = np.log(total) + beta * (d2 * w).sum(1) / total
+        flat = entropy > target  # too flat: raise the precision
+        lo, hi = np.where(flat, beta, lo), np.where(flat, hi, beta)
+        beta = np.where(np.isfinite(hi), (lo + hi) / 2, beta * 2)
+    w = np.exp(-d2 * beta[:, None])
+    return w / w.sum(1, keepdims=True)
+
+
+def perplexity_affinities(x: np.ndarray, perplexity: float, *, random_state: int | None, device, method: str = "auto"):
+    """t-SNE's joint probabilities ``P`` (symmetric CSR, summing to 1) on the ``3 perplexity``
+    nearest neighbours of each row, as openTSNE and FIt-SNE compute them:
+    ``P = (P_{j|i} + P_{i|j}) / 2n`` with :func:`conditional_probabilities`."""
+    n = x.shape[0]
+    k = int(min(n - 1, np.ceil(3 * perplexity)))
+    idx, dist = nearest_neighbors(x, k + 1, random_state=random_state, device=device, method=method)
+    conditional = conditional_probabilities(dist[:, 1:].astype(np.float64) ** 2, perplexity)  # without the cell itself
+    P = sparse.csr_matrix((conditional.ravel(), idx[:, 1:].ravel(), np.arange(0, n * k + 1, k)), shape=(n, n))
+    return sparse.csr_matrix((P + P.T) / (2 * n))

@@ -28,7 +28,7 @@ import torch
 
 from .encoder import StackedEncoder
 from .graph import EdgeList
-from .loss import umap_loss_and_gradient
+from .loss import TSNEObjective, UMAPObjective
 
 PROGRESS_EVERY = 25
 # Defaults measured on simulated data from 1,000 to 200,000 cells (bench_scale.py): blocks
@@ -57,9 +57,7 @@ class TrainConfig:
     n_epochs: int
     learning_rate: float
     negative_sample_rate: int
-    repulsion_strength: float
-    a: float
-    b: float
+    objective: UMAPObjective | TSNEObjective  # the loss on the embedding, with its closed-form gradient
     batch_size: int
     weight_decay: float = 0.0  # AdamW's decoupled decay during the UMAP phase
     layout_steps: int = 0  # Adam steps regressing the encoder onto the starting layout
@@ -255,7 +253,7 @@ def train_encoder(
     hist = history.T.cpu().numpy()
     if not np.all(np.isfinite(hist)):
         raise ValueError(
-            "The UMAP loss became NaN/inf during training; lower learning_rate or check the input."
+            f"The {config.objective.name} became NaN/inf during training; lower learning_rate or check the input."
         )
     return hist
 
@@ -264,22 +262,20 @@ def _block_step(
     stack: StackedEncoder, zt: torch.Tensor, cache: torch.Tensor, plan: BlockPlan, k: int, config: TrainConfig,
     gen: torch.Generator,
 ) -> torch.Tensor:
-    """Encode block ``k``, refresh its rows of ``cache`` and accumulate the gradient of
-    UMAP's loss in the encoder's parameters (one backward); returns the loss per member."""
+    """Encode block ``k``, refresh its rows of ``cache`` and accumulate the gradient of the
+    objective in the encoder's parameters (one backward); returns the loss per member."""
     device, m, n_members = cache.device, config.negative_sample_rate, stack.n_members
     lo, hi = plan.bounds[k], plan.bounds[k + 1]
     e_lo, e_hi = plan.edge_bounds[k], plan.edge_bounds[k + 1]
     neg_head = torch.arange(lo, hi, device=device).repeat_interleave(m)
     # Each member its own negatives, so members' maps vary as independent fits would.
     neg_tail = torch.randint(0, cache.shape[0], (neg_head.shape[0], n_members), device=device, generator=gen)
-    # Undirected negatives: half of each cell's degree, as each pair moves both ends.
-    neg_weight = plan.degree[lo:hi].repeat_interleave(m) * 0.5
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bfloat16):
         y = stack(zt[lo:hi]).float()  # (members, block, d); distances and loss in float32
     cache[lo:hi] = y.detach().transpose(0, 1)
-    loss, grad = umap_loss_and_gradient(
-        cache, plan.head[e_lo:e_hi], plan.tail[e_lo:e_hi], plan.weight[e_lo:e_hi], neg_head, neg_tail, neg_weight,
-        a=config.a, b=config.b, repulsion_strength=config.repulsion_strength,
+    loss, grad = config.objective(
+        cache, plan.head[e_lo:e_hi], plan.tail[e_lo:e_hi], plan.weight[e_lo:e_hi], neg_head, neg_tail,
+        head_degree=plan.degree[lo:hi].repeat_interleave(m), negative_sample_rate=m,
     )
     y.backward(grad[lo:hi].transpose(0, 1))  # one backward through the encoder, block ends only
     return loss

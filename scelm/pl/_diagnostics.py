@@ -23,8 +23,9 @@ def training(
     return_fig: bool = False,
 ):
     """The training curve of the fit stored in ``uns[elm_key]``, one line per model of the
-    ensemble: UMAP's cross-entropy per epoch for :func:`scelm.tl.parametric_umap`, the
-    held-out mean squared error per check for :func:`scelm.tl.explain_embedding`.
+    ensemble: UMAP's cross-entropy per epoch for :func:`scelm.tl.parametric_umap`, t-SNE's
+    KL divergence (estimated from the step's negatives) for :func:`scelm.tl.parametric_tsne`,
+    the held-out mean squared error per check for :func:`scelm.tl.explain_embedding`.
 
     Parameters
     ----------
@@ -46,7 +47,8 @@ def training(
         xlabel, ylabel = "regression step", "held-out mean squared error"
     else:
         steps = np.arange(1, history.shape[1] + 1)
-        xlabel, ylabel = "epoch (one pass over all cells)", "UMAP cross-entropy per edge weight"
+        loss = "t-SNE KL divergence (estimated)" if stored.params.get("method") == "tsne" else "UMAP cross-entropy per edge weight"
+        xlabel, ylabel = "epoch (one pass over all cells)", loss
     for member in history:  # one line per model of the ensemble
         axes[0].plot(steps, member, lw=1, alpha=0.7)
     axes[0].set_xlabel(xlabel)

@@ -46,7 +46,7 @@ def _warn_overridden(p, key: str, k: int) -> None:
 
 
 def graph_edges(adata: AnnData, z: np.ndarray, p, *, device) -> tuple[EdgeList, str, int]:
-    """Edges to train on (for the :class:`~scelm.tl._fit_params.FitParams` ``p``), where they
+    """Edges to train on (for the :class:`~scelm.tl._fit_params.UMAPParams` ``p``), where they
     came from, and the graph's number of neighbours (-1 when a stored graph does not record it)."""
     C, key = stored_connectivities(adata, p.neighbors_key)
     if C is None:

@@ -1,0 +1,87 @@
+"""What every embedding fit shares (``parametric_umap``, ``parametric_tsne``): input, front
+end, starting layout, training of the members, their alignment, and writing the keys. The
+fits differ only by their graph on the encoder input and their objective."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+from anndata import AnnData
+from scanpy import logging as logg
+from scanpy import settings
+
+from .._core.model import ELMModel
+from .._input import model_input
+from .._model import StoredModel
+from ._write import compute_outputs, jacobian_storage, log_written, write_outputs
+
+# Cells whose maps the members' alignment is fitted on (a fixed random subset above).
+ALIGN_CELLS = 50_000
+
+
+def start_layout(adata: AnnData, init: str, z: np.ndarray, edges, n_components: int, seed: int) -> np.ndarray | None:
+    """The layout the encoder is regressed onto first, or None for ``'random'``."""
+    from .._core.layout import pca_layout, scaled, spectral_layout
+
+    if init == "random":
+        return None
+    if init == "pca":
+        return pca_layout(z, n_components)
+    if init == "spectral":
+        return spectral_layout(z, edges.to_csr(), n_components, seed)
+    given = np.asarray(adata.obsm[init])[:, :n_components]
+    if not np.all(np.isfinite(given)):
+        raise ValueError(f"adata.obsm[{init!r}] contains NaN or inf.")
+    return scaled(given)
+
+
+def fit_embedding(adata: AnnData, p, dev, *, edges_of: Callable, objective, what: str) -> tuple[StoredModel, object]:
+    """Front end, graph (``edges_of(z) -> (EdgeList, params it resolved)``), starting layout
+    and training on ``objective``: the fitted model and its input."""
+    from .._core.encoder import StackedEncoder
+    from .._core.frontend import fit_front_end
+    from .._core.train import LAYOUT_STEPS, TrainConfig, member_threads, train_members
+
+    X, genes, use_raw, loadings = model_input(adata, layer=p.layer, use_raw=p.use_raw, mask_var=p.mask_var, use_rep=p.use_rep)
+    jacobian_storage(genes, p.store_jacobian, p.jacobian_genes)  # a bad value fails now, not after training
+    front_end = fit_front_end(X, n_pcs=p.n_pcs, center=p.center, loadings=loadings)
+    z = front_end.project(X)
+    edges, resolved = edges_of(z)
+    config = TrainConfig(
+        p.n_epochs, p.learning_rate, p.negative_sample_rate, objective, p.train_batch_size,
+        weight_decay=p.weight_decay, layout_steps=LAYOUT_STEPS, bfloat16=p.precision == "bfloat16",
+    )
+    if p.n_models > 1:
+        logg.info(f"    training {p.n_models} models on {what}; the map is their consensus")
+    seeds = p.member_seeds()
+    stack = StackedEncoder.random(front_end.n_in, p.hidden, p.n_components, seeds=seeds, activation=p.activation)
+    layout = start_layout(adata, p.init, z, edges, p.n_components, p.random_state)
+    stack, history = train_members(
+        stack, z, edges, config, layout=layout, device=dev, seed=p.random_state, progress=settings.verbosity >= 1,
+        threads=member_threads(dev, p.n_models),
+    )
+    params = p.stored(
+        **resolved, use_raw=use_raw, device=str(dev), member_seeds=np.asarray(seeds),
+        n_pcs=-1 if p.n_pcs is None and p.use_rep is None else front_end.n_in,
+    )
+    align_on = z[np.random.default_rng(p.random_state).permutation(len(z))[:ALIGN_CELLS]]
+    model = ELMModel.from_members(front_end, stack, align_on=align_on)
+    return StoredModel(genes, model, params, history), X
+
+
+def fit_and_write(adata: AnnData, p, *, device, key_added: str, copy: bool, edges_of, objective, what: str) -> AnnData | None:
+    """Fit, then write the embedding, the model and the Jacobian layers (all keys at once)."""
+    from .._core.device import resolve_device
+
+    dev = resolve_device(device)
+    start = logg.info(f"computing {what} (scelm)")
+    model, X = fit_embedding(adata, p, dev, edges_of=lambda z: edges_of(z, dev), objective=objective, what=what)
+    target = adata.copy() if copy else adata
+    Y, J, stored_genes = compute_outputs(
+        model, X, target.var_names, store_jacobian=p.store_jacobian, jacobian_genes=p.jacobian_genes, device=dev,
+        batch_size=p.chunk_size,
+    )
+    write_outputs(target, key_added, model, Y, J, stored_genes)
+    log_written(start, key_added, J)
+    return target if copy else None
