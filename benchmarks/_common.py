@@ -42,16 +42,20 @@ class PeakRSS:
 
 
 class StagePeaks(PeakRSS):
-    """:class:`PeakRSS` that also keeps the peak of each named stage: ``stage(name)`` marks
-    where the next stage starts; ``peaks`` maps each stage to its peak RSS (GB)."""
+    """:class:`PeakRSS` that also keeps the peak and the time of each named stage: ``stage(name)``
+    marks where the next stage starts; ``peaks`` maps each stage to its peak RSS (GB),
+    ``seconds`` to its wall time."""
 
     def __enter__(self):
-        self.current, self.peaks = "start", {}
+        self.current, self.peaks, self.seconds = "start", {}, {}
+        self._started = time.perf_counter()
         return super().__enter__()
 
     def stage(self, name: str) -> None:
         self._note()
-        self.current = name
+        now = time.perf_counter()
+        self.seconds[self.current] = self.seconds.get(self.current, 0.0) + now - self._started
+        self.current, self._started = name, now
 
     def _note(self):
         rss = self._proc.memory_info().rss / 2**30
@@ -64,7 +68,7 @@ class StagePeaks(PeakRSS):
 
     def __exit__(self, *exc):
         super().__exit__(*exc)
-        self._note()
+        self.stage("end")
 
 
 def warm_umap() -> None:
@@ -120,7 +124,7 @@ def run_isolated(cmd: list[str], timeout: float, label: str) -> dict | None:
 
 
 def print_table(rows: list[dict], title: str) -> None:
-    cols = list(rows[0])
+    cols = list(dict.fromkeys(key for row in rows for key in row))  # every row's columns, in order
     fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)  # noqa: E731
     widths = [max(len(c), *(len(fmt(r.get(c, ""))) for r in rows)) for c in cols]
     print(f"\n## {title}\n")

@@ -3,6 +3,7 @@
     python benchmarks/bench_scale.py [--sizes 1000 10000 50000 100000 200000] [--n-genes 2000]
                                      [--device cpu|cuda] [--timeout 1800]
     python benchmarks/bench_scale.py --memory --sizes 100000 [--repeats 3]
+    python benchmarks/bench_scale.py --atlas --sizes 500000 1000000 [--fit-cells 100000] [--umap]
 
 Data: ``scelm.datasets.simulate_markers`` (8 types), log-normalised sparse X, written once
 per size to ``--workdir`` with scanpy's 50 PCs. Each (size, method) runs in a fresh
@@ -19,6 +20,12 @@ training, outputs, ranking) and by each trust tool after it (``deletion_curve(n_
 ``perturb`` of one type's top 10 genes, ``pl.reconstruction``), RSS sampled every 5 ms;
 ``*_peak_rss_over_X`` is the whole process's peak RSS (X included) over the bytes of X.
 Quality: trustworthiness and kNN label accuracy on 5,000 cells, against the 50 PCs.
+
+Atlas: ``--atlas`` runs, at each size (sparse X; above 200,000 cells written block by block,
+X_pca fitted on 100,000 cells), the defaults' fit + ``rank_genes_elm`` +
+``deletion_curve(n_genes=10)`` on every cell, timed and peaked by stage, then the recipe:
+fit on ``--fit-cells`` random cells, ``transform`` every cell, rank every cell, with the
+top-10 agreement of its ranking with the every-cell fit's; ``--umap`` adds umap-learn.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import gc
 import json
 import sys
 import tempfile
+import time
 import warnings
 from pathlib import Path
 
@@ -46,12 +54,56 @@ def data_path(workdir: Path, n_cells: int, n_genes: int) -> Path:
     import scelm
 
     path = workdir / f"sim_{n_cells}x{n_genes}.h5ad"
-    if not path.exists():
-        adata, _ = scelm.datasets.simulate_markers(n_cells, n_genes, n_types=8, random_state=0)
-        del adata.layers["counts"]
-        sc.pp.pca(adata, n_comps=50, random_state=0)
-        adata.write_h5ad(path)
+    if path.exists():
+        return path
+    if n_cells > LEAN_ABOVE:
+        write_lean(path, n_cells, n_genes)
+        return path
+    adata, _ = scelm.datasets.simulate_markers(n_cells, n_genes, n_types=8, random_state=0)
+    del adata.layers["counts"]
+    sc.pp.pca(adata, n_comps=50, random_state=0)
+    adata.write_h5ad(path)
     return path
+
+
+LEAN_ABOVE = 200_000  # larger data are written block by block: X is never held twice
+PCA_FIT_CELLS = 100_000
+
+
+def write_lean(path: Path, n_cells: int, n_genes: int) -> None:
+    """The same cells as ``simulate_markers(n_cells, n_genes, n_types=8)``'s X, appended to
+    the h5ad block by block; X_pca (the reference of trustworthiness and umap-learn's
+    input) is scanpy's PCA fitted on ``PCA_FIT_CELLS`` random cells, applied to all."""
+    import anndata as ad
+    import h5py
+    import scanpy as sc
+    from anndata.io import sparse_dataset, write_elem
+    from scipy import sparse
+
+    from scelm.datasets._simulate import log_normalize, simulated_blocks
+
+    obs, var, _, blocks = simulated_blocks(n_cells, n_genes, n_types=8, random_state=0)
+    keep = np.sort(np.random.default_rng(0).choice(n_cells, PCA_FIT_CELLS, replace=False))
+    sample, start = [], 0
+    with h5py.File(path, "w") as f:
+        f.attrs["encoding-type"], f.attrs["encoding-version"] = "anndata", "0.1.0"
+        for block in blocks:
+            block = log_normalize(block)
+            rows = keep[(keep >= start) & (keep < start + block.shape[0])] - start
+            sample.append(block[rows])
+            if start == 0:
+                write_elem(f, "X", block)
+                X = sparse_dataset(f["X"])
+            else:
+                X.append(block)
+            start += block.shape[0]
+        sub = ad.AnnData(X=sparse.vstack(sample, format="csr"))
+        sc.pp.pca(sub, n_comps=50, random_state=0)
+        pcs, mean = sub.varm["PCs"], np.asarray(sub.X.mean(0)).ravel()
+        X_pca = np.vstack([X[i : i + 50_000] @ pcs - mean @ pcs for i in range(0, n_cells, 50_000)]).astype(np.float32)
+        write_elem(f, "obs", obs)
+        write_elem(f, "var", var)
+        write_elem(f, "obsm", {"X_pca": X_pca})
 
 
 def x_bytes(X) -> int:
@@ -106,12 +158,26 @@ def run_scelm_dense(adata, device):
 
 
 METHODS = {"umap-learn": run_umap, "scelm": run_scelm, "scelm (dense X)": run_scelm_dense}
-STAGES = ["input", "front end", "graph", "training", "outputs", "ranking", "deletion", "perturb", "reconstruction"]
+FIT_STAGES = ["input", "front end", "graph", "training", "outputs", "ranking"]
+TOOLS = ["deletion", "perturb", "reconstruction"]
 
 
-def stage_peaks(path: str, layout: str, device: str) -> dict:
-    """Peak RSS added by each stage of the defaults' ``parametric_umap`` + ``rank_genes_elm``,
-    over the bytes of X, in this (fresh) process; RSS sampled every 5 ms."""
+def run_tool(adata, tool: str, device: str) -> None:
+    import scelm
+
+    if tool == "deletion":
+        scelm.tl.deletion_curve(adata, n_genes=10, device=device)
+    elif tool == "perturb":
+        scelm.tl.perturb(adata, list(adata.uns["rank_genes_elm"]["names"]["type0"][:10]), groupby="cell_type",
+                         groups="type0", device=device)
+    else:
+        scelm.pl.reconstruction(adata, show=False)
+
+
+def stage_peaks(path: str, layout: str, device: str, tools: list[str]) -> dict:
+    """Peak RSS added and time taken by each stage of the defaults' ``parametric_umap`` +
+    ``rank_genes_elm``, then by each of ``tools`` after it, in this (fresh) process; peaks
+    over the bytes of X, RSS sampled every 5 ms."""
     import anndata as ad
     import matplotlib
     import scanpy as sc
@@ -124,7 +190,9 @@ def stage_peaks(path: str, layout: str, device: str) -> dict:
     import scelm.tl._parametric_umap as pu
 
     sc.settings.verbosity = 0
+    t0 = time.perf_counter()
     adata = ad.read_h5ad(path)
+    read_s = time.perf_counter() - t0
     if layout == "dense":
         adata.X = adata.X.toarray()
     gc.collect()
@@ -141,21 +209,83 @@ def stage_peaks(path: str, layout: str, device: str) -> dict:
         mem.stage("ranking")
         scelm.tl.rank_genes_elm(adata, "cell_type", device=device)
         fit_rank = mem.peak
-        # The trust tools, one after the other (each stage's peak is what that tool adds).
-        mem.stage("deletion")
-        scelm.tl.deletion_curve(adata, n_genes=10, device=device)
-        mem.stage("perturb")
-        scelm.tl.perturb(adata, list(adata.uns["rank_genes_elm"]["names"]["type0"][:10]), groupby="cell_type",
-                         groups="type0", device=device)
-        mem.stage("reconstruction")
-        scelm.pl.reconstruction(adata, show=False)
+        for tool in tools:  # one after the other: each stage's peak is what that tool adds
+            mem.stage(tool)
+            run_tool(adata, tool, device)
     x_gb = x_bytes(adata.X) / 2**30
-    out = {stage: (mem.peaks.get(stage, mem.before) - mem.before) / x_gb for stage in STAGES}
-    out.update(X=layout, X_gb=x_gb, added_over_X=(fit_rank - mem.before) / x_gb,
-               peak_rss_over_X=mem.peak / x_gb, tools_peak_rss_over_X=max(mem.peaks.get(s, 0) for s in STAGES[-3:]) / x_gb,
-               fit_rank_peak_rss_over_X=fit_rank / x_gb,
+    stages = FIT_STAGES + tools
+    out = {stage: (mem.peaks.get(stage, mem.before) - mem.before) / x_gb for stage in stages}
+    out.update({f"{stage}_s": mem.seconds.get(stage, 0.0) for stage in stages})
+    out.update(X=layout, X_gb=x_gb, read_s=read_s, added_over_X=(fit_rank - mem.before) / x_gb,
+               peak_rss_over_X=mem.peak / x_gb, fit_rank_peak_rss_over_X=fit_rank / x_gb,
+               tools_peak_rss_over_X=max([mem.peaks.get(s, 0) for s in tools] or [0]) / x_gb,
+               fit_rank_s=sum(mem.seconds.get(s, 0.0) for s in ["start", *FIT_STAGES]),
+               trustworthiness=trustworthiness(adata.obsm["X_pca"], adata.obsm["X_elm"]),
+               top10={g: list(adata.uns["rank_genes_elm"]["names"][g][:10]) for g in adata.obs["cell_type"].cat.categories},
                layers_gb=sum(v.nbytes for k, v in adata.layers.items() if "jacobian" in k) / 2**30)
     return out
+
+
+def recipe(path: str, device: str, n_fit: int) -> dict:
+    """The atlas recipe: fit on ``n_fit`` random cells, ``transform`` every cell with that
+    model, rank on every cell; times and the peak RSS over X, in this (fresh) process."""
+    import anndata as ad
+    import scanpy as sc
+
+    import scelm
+
+    sc.settings.verbosity = 0
+    adata = ad.read_h5ad(path)
+    out = {}
+    with PeakRSS() as mem:
+        with timer(out, "subsample_fit_s"):
+            ref = adata[np.sort(np.random.default_rng(0).choice(adata.n_obs, n_fit, replace=False))].copy()
+            scelm.tl.parametric_umap(ref, device=device)
+        with timer(out, "transform_s"):
+            scelm.tl.transform(adata, ref, device=device)
+        with timer(out, "ranking_s"):
+            scelm.tl.rank_genes_elm(adata, "cell_type", device=device)
+    out.update(fit_cells=n_fit, X_gb=x_bytes(adata.X) / 2**30, peak_rss_over_X=mem.peak * 2**30 / x_bytes(adata.X),
+               total_s=sum(out.values()), trustworthiness=trustworthiness(adata.obsm["X_pca"], adata.obsm["X_elm"]),
+               top10={g: list(adata.uns["rank_genes_elm"]["names"][g][:10]) for g in adata.obs["cell_type"].cat.categories})
+    return out
+
+
+def top10_agreement(a: dict, b: dict) -> float:
+    """Mean Jaccard index of two rankings' top 10 genes, over groups."""
+    return float(np.mean([len(set(a[g]) & set(b[g])) / len(set(a[g]) | set(b[g])) for g in a]))
+
+
+def atlas_table(args) -> None:
+    """Fit + rank + deletion_curve on every cell, then the subsample recipe, at each size;
+    umap-learn beside them where it finishes within ``--timeout``."""
+    rows = []
+    for n in args.sizes:
+        path = str(data_path(args.workdir, n, args.n_genes))
+        full = run_isolated([sys.executable, __file__, "--stages", path, "sparse", "deletion", "--device", args.device],
+                            args.timeout, f"{n}/full")
+        part = run_isolated([sys.executable, __file__, "--recipe", path, str(args.fit_cells), "--device", args.device],
+                            args.timeout, f"{n}/recipe")
+        umap = run_isolated([sys.executable, __file__, "--one", path, "umap-learn"], args.timeout, f"{n}/umap") if args.umap else None
+        for label, r in (("every cell", full), (f"fit {args.fit_cells:,}, transform", part)):
+            if r is None or r.get("stopped"):
+                rows.append(dict(cells=n, run=label, total_s="stopped" if r else "failed"))
+                continue
+            r = dict(cells=n, run=label, **r)
+            if full and not full.get("stopped") and r is not full:
+                r["top10_agreement_with_every_cell"] = top10_agreement(r["top10"], full["top10"])
+            if umap and not umap.get("stopped"):
+                r.update(umap_learn_s=umap["total_s"], umap_learn_trust=umap["trustworthiness"])
+            rows.append({k: v for k, v in r.items() if k != "top10"})
+            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    cols = ["cells", "run", "read_s", "front end_s", "graph_s", "training_s", "outputs_s", "ranking_s", "fit_rank_s",
+            "subsample_fit_s", "transform_s", "total_s", "deletion_s", "umap_learn_s", "trustworthiness",
+            "umap_learn_trust", "top10_agreement_with_every_cell", "fit_rank_peak_rss_over_X", "tools_peak_rss_over_X",
+            "peak_rss_over_X", "X_gb"]
+    print_table([{c: r.get(c, "") for c in cols} for r in rows],
+                f"Atlas scale ({args.device}, {args.n_genes} genes, sparse X, fresh process each)")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
 
 
 def memory_table(args) -> None:
@@ -165,12 +295,12 @@ def memory_table(args) -> None:
     rows = []
     for layout in ("sparse", "dense"):
         for repeat in range(args.repeats):
-            cmd = [sys.executable, __file__, "--stages", str(path), layout, "--device", args.device]
+            cmd = [sys.executable, __file__, "--stages", str(path), layout, *TOOLS, "--device", args.device]
             r = run_isolated(cmd, args.timeout, f"{n}/{layout}/{repeat}")
             if r is not None and not r.get("stopped"):
                 rows.append(dict(cells=n, repeat=repeat, **r))
                 print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
-    cols = ["cells", "X", "repeat", "X_gb", *STAGES, "added_over_X", "fit_rank_peak_rss_over_X", "tools_peak_rss_over_X",
+    cols = ["cells", "X", "repeat", "X_gb", *FIT_STAGES, *TOOLS, "added_over_X", "fit_rank_peak_rss_over_X", "tools_peak_rss_over_X",
             "layers_gb"]
     print_table([{c: r.get(c, "") for c in cols} for r in rows],
                 f"Peak RSS added by stage over X, defaults ({args.device}, {args.n_genes} genes, fresh process each)")
@@ -199,17 +329,28 @@ def main() -> None:
     p.add_argument("--one", nargs=2, metavar=("PATH", "METHOD"))
     p.add_argument("--memory", action="store_true", help="only the peak-by-stage table, at the largest --sizes")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--stages", nargs=2, metavar=("PATH", "LAYOUT"))
+    p.add_argument("--stages", nargs="+", metavar="PATH LAYOUT [TOOL ...]")
+    p.add_argument("--atlas", action="store_true", help="fit + rank + deletion on every cell, and the subsample recipe")
+    p.add_argument("--fit-cells", type=int, default=100_000, help="--atlas: cells the recipe fits on")
+    p.add_argument("--umap", action="store_true", help="--atlas: umap-learn beside it")
+    p.add_argument("--recipe", nargs=2, metavar=("PATH", "FIT_CELLS"))
+    p.add_argument("--json", default=None)
     args = p.parse_args()
     if args.one:
         print(json.dumps(one(*args.one, args.device)))
         return
     if args.stages:
-        print(json.dumps(stage_peaks(*args.stages, args.device)))
+        print(json.dumps(stage_peaks(args.stages[0], args.stages[1], args.device, args.stages[2:])))
+        return
+    if args.recipe:
+        print(json.dumps(recipe(args.recipe[0], args.device, int(args.recipe[1]))))
         return
     args.workdir.mkdir(parents=True, exist_ok=True)
     if args.memory:
         memory_table(args)
+        return
+    if args.atlas:
+        atlas_table(args)
         return
     rows = []
     for n in args.sizes:

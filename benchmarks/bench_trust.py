@@ -85,18 +85,18 @@ def jaccard(a: set, b: set) -> float:
     return len(a & b) / len(a | b)
 
 
-def exactness(adata, groupby: str) -> float:
-    """Largest relative error, against X_elm, of the contributions' sum and of each group's
-    separation scores' sum (its centroid distance)."""
+def exactness(adata, groupby: str, elm_key: str = "elm", rank_key: str = "rank_genes_elm") -> float:
+    """Largest relative error, against the displayed map, of the contributions' sum and of
+    each group's separation scores' sum (its centroid distance)."""
     import scelm
 
-    Y = adata.obsm["X_elm"].astype(np.float64)
+    Y = adata.obsm[f"X_{elm_key}"].astype(np.float64)
     total = np.zeros_like(Y)
     for start in range(0, adata.n_obs, 4096):  # the sum only: no n x d x genes array
-        total[start : start + 4096] = scelm.get.contributions(adata[start : start + 4096]).sum(-1)
+        total[start : start + 4096] = scelm.get.contributions(adata[start : start + 4096], elm_key=elm_key).sum(-1)
     err = np.abs(total - Y).max() / np.abs(Y).max()
     labels = adata.obs[groupby].astype(str).to_numpy()
-    res = adata.uns["rank_genes_elm"]
+    res = adata.uns[rank_key]
     for g in res["names"].dtype.names:
         dist = np.linalg.norm(Y[labels == g].mean(0) - Y[labels != g].mean(0))
         err = max(err, abs(res["scores"][g].astype(np.float64).sum() - dist) / dist)

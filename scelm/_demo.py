@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> None:
     sc.settings.figdir = out
 
     adata = sc.datasets.pbmc68k_reduced()
-    scelm.tl.parametric_umap(adata, random_state=0)  # PCA start, 5 models trained together
+    scelm.tl.parametric_umap(adata, random_state=0)  # PCA start; X_elm is the consensus of 10 members
     C = scelm.get.contributions(adata)
     Y = adata.obsm["X_elm"]
     err = float(np.abs(C.sum(-1) - Y).max())

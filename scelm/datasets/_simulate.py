@@ -56,6 +56,24 @@ def simulate_markers(
     ``(adata, markers)``: the AnnData (``obs['cell_type']``, ``var['marker_of']``) and a
     dict from each type to its true marker genes, strongest first.
     """
+    obs, var, markers, counts = simulated_blocks(
+        n_cells, n_genes, n_types=n_types, n_markers=n_markers, n_programs=n_programs, program_size=program_size,
+        effect=effect, dispersion=dispersion, library_sd=library_sd, random_state=random_state,
+    )
+    X = sparse.vstack(list(counts), format="csr")
+    adata = AnnData(X=X, obs=obs, var=var)
+    if normalize:
+        adata.layers["counts"] = X.copy()
+        adata.X = log_normalize(X)
+    return adata, markers
+
+
+def simulated_blocks(n_cells: int, n_genes: int, *, n_types: int = 6, n_markers: int = 10, n_programs: int = 6,
+                     program_size: int = 20, effect: float = 1.0, dispersion: float = 5.0, library_sd: float = 0.3,
+                     random_state: int = 0):
+    """:func:`simulate_markers`' design and its counts as a generator of CSR blocks of
+    cells, for data too large to hold twice (``benchmarks/bench_scale.py`` writes a million
+    cells block by block). Returns ``(obs, var, markers, blocks)``."""
     rng = np.random.default_rng(random_state)
     n_needed = n_types * n_markers + n_programs * program_size
     if n_needed > n_genes:
@@ -84,22 +102,23 @@ def simulate_markers(
         logfc[np.ix_(users, idx)] += effect * rng.uniform(0.5, 1.5, size=(len(users), program_size))
 
     library = np.exp(rng.normal(0.0, library_sd, size=n_cells)) * 3.0
-    # Drawn in blocks of cells, so memory stays at the sparse result (the draws are the
-    # same as one call over all cells: the generator is consumed in the same order).
-    blocks, block = [], 16384
-    for start in range(0, n_cells, block):
-        rows = slice(start, start + block)
-        mean = library[rows, None] * base[None, :] * np.exp(logfc[labels[rows]])
-        blocks.append(sparse.csr_matrix(rng.negative_binomial(dispersion, dispersion / (dispersion + mean)).astype(np.float32)))
-    X = sparse.vstack(blocks, format="csr")
-
     obs = pd.DataFrame({"cell_type": pd.Categorical([types[i] for i in labels], categories=types)},
                        index=[f"cell{i:06d}" for i in range(n_cells)])
     var = pd.DataFrame({"marker_of": marker_of.astype(str)}, index=genes)
-    adata = AnnData(X=X, obs=obs, var=var)
-    if normalize:
-        adata.layers["counts"] = X.copy()
-        totals = np.asarray(X.sum(1)).ravel()
-        scale = 1e4 / np.maximum(totals, 1)
-        adata.X = sparse.csr_matrix(sparse.diags(scale.astype(np.float32)) @ X).log1p()
-    return adata, markers
+    return obs, var, markers, _count_blocks(rng, labels, library, base, logfc, dispersion)
+
+
+def _count_blocks(rng, labels, library, base, logfc, dispersion, block: int = 16384):
+    """Counts in blocks of cells (sparse CSR), so memory stays at the sparse result; the
+    draws are those of one call over all cells (the generator is consumed in order)."""
+    for start in range(0, len(labels), block):
+        rows = slice(start, start + block)
+        mean = library[rows, None] * base[None, :] * np.exp(logfc[labels[rows]])
+        yield sparse.csr_matrix(rng.negative_binomial(dispersion, dispersion / (dispersion + mean)).astype(np.float32))
+
+
+def log_normalize(counts: sparse.csr_matrix) -> sparse.csr_matrix:
+    """``log1p`` of counts normalised to 10,000 per cell (row by row, so blocks of rows
+    give the same result as the whole matrix)."""
+    scale = 1e4 / np.maximum(np.asarray(counts.sum(1)).ravel(), 1)
+    return sparse.csr_matrix(sparse.diags(scale.astype(np.float32)) @ counts).log1p()
