@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from helpers import rel_err
 
 from scelm._core.alignment import procrustes_alignment
 from scelm._core.encoder import ACTIVATIONS, ConsensusEncoder, StackedEncoder
@@ -25,35 +26,46 @@ def _consensus(activation, seed=0):
     return ConsensusEncoder(_stack(activation, seed), rotations)
 
 
+# Float64 rounding differs between CPUs and a coordinate near zero can come from a large
+# cancelling sum, so closeness is judged against each array's largest magnitude (rel_err).
+TOL = 1e-11
+
+
+def _inputs(n, seed):
+    return torch.randn(n, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("activation", ACTIVATIONS)
-def test_positive_homogeneity(activation):
-    enc = _consensus(activation)
-    z = torch.randn(50, 7, dtype=torch.float64)
+def test_positive_homogeneity(activation, seed):
+    enc = _consensus(activation, seed)
+    z = _inputs(50, seed)
     for alpha in [1e-3, 0.5, 3.0, 1e4]:
-        torch.testing.assert_close(enc(alpha * z), alpha * enc(z), rtol=1e-12, atol=1e-12)
-        torch.testing.assert_close(enc.members(alpha * z), alpha * enc.members(z), rtol=1e-12, atol=1e-12)
+        assert rel_err(enc(alpha * z), alpha * enc(z)) < TOL
+        assert rel_err(enc.members(alpha * z), alpha * enc.members(z)) < TOL
 
 
+@pytest.mark.parametrize("seed", [3, 4, 5])
 @pytest.mark.parametrize("activation", ACTIVATIONS)
-def test_consensus_jacobian_equals_autograd_and_reconstructs(activation):
-    enc = _consensus(activation, seed=3)
-    z = torch.randn(20, 7, dtype=torch.float64)
+def test_consensus_jacobian_equals_autograd_and_reconstructs(activation, seed):
+    enc = _consensus(activation, seed)
+    z = _inputs(20, seed)
     y, J = enc.forward_with_jacobian(z)
     for i in range(z.shape[0]):
         Ja = torch.autograd.functional.jacobian(enc, z[i : i + 1]).squeeze(0).squeeze(1)
-        torch.testing.assert_close(J[i], Ja, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(torch.einsum("bdi,bi->bd", J, z), y, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(y, enc(z))
+        assert rel_err(J[i], Ja) < TOL
+    assert rel_err(torch.einsum("bdi,bi->bd", J, z), y) < TOL
+    assert rel_err(y, enc(z)) < TOL
 
 
 def test_consensus_is_the_mean_of_the_aligned_members():
     enc = _consensus("leaky_relu", seed=1)
-    z = torch.randn(11, 7, dtype=torch.float64)
+    z = _inputs(11, 1)
     raw = enc.members(z)
     aligned, J = enc.aligned_with_jacobian(z)
     torch.testing.assert_close(aligned, torch.einsum("mkd,mbd->mbk", enc.alignment, raw))
     torch.testing.assert_close(aligned.mean(0), enc(z))
-    torch.testing.assert_close(torch.einsum("mbdi,bi->mbd", J, z), aligned, rtol=1e-12, atol=1e-12)
+    assert rel_err(torch.einsum("mbdi,bi->mbd", J, z), aligned) < TOL
     _, Jm = enc.members.forward_with_jacobian(z)
     for m in range(3):  # each member's Jacobian, turned
         torch.testing.assert_close(J[m], torch.einsum("kd,bdi->bki", enc.alignment[m], Jm[m]))
@@ -88,7 +100,7 @@ def test_numpy_round_trip_draws_no_random_numbers():
     state = torch.get_rng_state()
     back = StackedEncoder.from_states(enc.member_states(), "prelu")
     assert torch.equal(torch.get_rng_state(), state)  # the user's random stream is left alone
-    z = torch.randn(5, 7)
+    z = _inputs(5, 0).float()
     torch.testing.assert_close(back(z), enc(z))
 
 
@@ -101,7 +113,7 @@ def test_members_have_their_own_initial_weights():
 
 def test_linear_encoder_without_hidden_layers():
     enc = StackedEncoder.random(7, [], 2, seeds=[0, 1])
-    z = torch.randn(4, 7)
+    z = _inputs(4, 0).float()
     y, J = ConsensusEncoder(enc).forward_with_jacobian(z)
     torch.testing.assert_close(J[0], enc.weights[0].mean(0))
     torch.testing.assert_close(torch.einsum("bdi,bi->bd", J, z), y)
@@ -124,7 +136,7 @@ def test_closed_form_gradient_equals_autograd():
     ref.backward()
     loss, grad = umap_loss_and_gradient(y, head, tail, w, nh, nt, nw, a=a, b=b, repulsion_strength=gamma)
     assert abs(float(loss) - float(ref.detach())) < 1e-12
-    np.testing.assert_allclose(grad.numpy(), y.grad.numpy(), rtol=1e-10, atol=1e-12)
+    assert rel_err(grad, y.grad) < 1e-10
 
 
 def test_umap_kernel_is_not_capped():
