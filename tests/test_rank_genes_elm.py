@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import scanpy as sc
+from helpers import rel_err
 
 import scelm
 
@@ -276,3 +277,35 @@ def test_older_files_load_as_their_model_0(ensemble_pbmc, tmp_path, layout):
     scelm.tl.transform(query, back, elm_key="old", key_added="q", store_jacobian=False)
     np.testing.assert_allclose(query.obsm["X_q"], back.obsm["X_old"], rtol=1e-5, atol=1e-5)
     assert query.uns["q"]["version"] == 3 and set(query.uns["q"]["encoders"]) == {"0"}
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_streamed_group_sums_equal_per_cell_contributions(seed, monkeypatch):
+    """GroupMoments maps the members' input-space Jacobians to genes after summing over a
+    group's cells (a few rows at a time here); the sums equal those of every cell's
+    gene-space contributions."""
+    import torch
+
+    from scelm._core import ranking
+    from scelm._core.ranking import GroupMoments
+
+    monkeypatch.setattr(ranking, "ROWS_F64", 4)
+
+    g = torch.Generator().manual_seed(seed)
+    b, m, d, p, k, n_groups = 37, 3, 2, 5, 11, 4
+    centred = torch.randn(b, k, generator=g)
+    jz, y = torch.randn(b, m, d, p, generator=g), torch.randn(b, m, d, generator=g)
+    W = torch.randn(k, p, generator=g)
+    code = torch.randint(-1, n_groups, (b,), generator=g)
+    acc = GroupMoments(n_groups, m, d, k, device=torch.device("cpu"))
+    acc.update(code, centred, jz, y, W)
+    J = jz.double() @ W.double().T  # (b, M, d, genes) gene space
+    c = J * centred.double()[:, None, None, :]
+    cbar = c.mean(1)
+    for group in range(n_groups):
+        rows = code == group
+        assert acc.n[group] == rows.sum()
+        assert rel_err(acc.s1[group], c[rows].sum(0).flatten(0, 1)) < 1e-6
+        assert rel_err(acc.sj[group], J[rows].sum(0).flatten(0, 1)) < 1e-6
+        assert rel_err(acc.sy[group], y[rows].double().sum(0).flatten()) < 1e-6
+        assert rel_err(acc.s2[group], torch.einsum("bik,bjk->ijk", cbar[rows], cbar[rows])) < 1e-6

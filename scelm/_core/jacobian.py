@@ -2,8 +2,9 @@
 
 For ``z = (x - x_ref) @ W`` and a homogeneous encoder f, the gene-space Jacobian is
 ``J = J_z(z) @ W.T`` and ``sum_g J[:, g] * (x - x_ref)[g] = J_z z = f(z)`` exactly. Memory
-is bounded by one batch of ``batch_size x d x n_genes`` (times M for the members of an
-ensemble); callers reduce or store each batch.
+is bounded by one batch of ``batch_size x d x n_genes``; callers reduce or store each
+batch. The members of an ensemble come with their Jacobians ``J_z`` in the encoder's input
+space (``batch_size x M x d x n_in``): their sums over cells are mapped to genes after.
 """
 
 from __future__ import annotations
@@ -23,13 +24,14 @@ class Batch:
     start: int
     stop: int
     embedding: torch.Tensor  # (b, d), or (b, M, d) for the aligned members
-    jacobian: torch.Tensor | None  # (b, d, n_genes) or (b, M, d, n_genes), in gene space
+    jacobian: torch.Tensor | None  # (b, d, n_genes) in gene space, or the members' (b, M, d, n_in) J_z
     centred: torch.Tensor  # (b, n_genes): x - x_ref
 
     def contributions(self) -> torch.Tensor:
-        """``J * (x - x_ref)``, shaped like ``jacobian``; sums over genes to the embedding."""
-        centred = self.centred.view(self.centred.shape[0], *([1] * (self.jacobian.dim() - 2)), -1)
-        return self.jacobian * centred
+        """``J * (x - x_ref)`` ``(b, d, n_genes)``; sums over genes to the embedding."""
+        if self.embedding.dim() != 2:
+            raise ValueError("Contributions are per consensus batch; the members' Jacobians are in input space.")
+        return self.jacobian * self.centred[:, None, :]
 
 
 def iter_batches(
@@ -42,7 +44,8 @@ def iter_batches(
     members: bool = False,
 ) -> Iterator[Batch]:
     """Embed the rows of ``X`` (cells x model genes, dense or sparse) batch by batch with
-    the consensus, or with each aligned member (``members=True``)."""
+    the consensus (Jacobians in gene space), or with each aligned member (``members=True``:
+    Jacobians in the encoder's input space)."""
     encoder = model.encoder().to(device).eval()
     W = torch.as_tensor(model.front_end.loadings, device=device)
     ref = torch.as_tensor(model.front_end.reference, device=device)
@@ -53,7 +56,7 @@ def iter_batches(
         with torch.no_grad():
             if members and jacobian:
                 y, jz = encoder.aligned_with_jacobian(z)
-                y, jg = y.transpose(0, 1), (jz @ W.T).transpose(0, 1)
+                y, jg = y.transpose(0, 1), jz.transpose(0, 1)
             elif members:
                 y = encoder.aligned(z).transpose(0, 1)
             elif jacobian:

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+ROWS_F64 = 1024  # rows of one group turned to float64 at a time (bounds a batch's copies)
+
 
 class GroupMoments:
     """Accumulates the sums above for ``n_groups`` cell groups of an ensemble of
@@ -35,23 +37,32 @@ class GroupMoments:
         self.sj = torch.zeros(n_groups, n_members * d, n_genes, **f64)
         self.sy = torch.zeros(n_groups, n_members * d, **f64)
 
-    def update(self, code: torch.Tensor, contrib: torch.Tensor, jac: torch.Tensor, y: torch.Tensor) -> None:
-        """``code (b,)`` each cell's group (-1: left out); the aligned members'
-        ``contrib, jac (b, M, d, genes)`` and ``y (b, M, d)``."""
-        keep = torch.nonzero(code >= 0).squeeze(1)
-        idx = code[keep]
+    def update(self, code: torch.Tensor, centred: torch.Tensor, jz: torch.Tensor, y: torch.Tensor, loadings: torch.Tensor) -> None:
+        """Add a batch: ``code (b,)`` each cell's group (-1: left out), ``centred (b, genes)``
+        its ``x - x_ref``, the aligned members' Jacobians in the encoder's input space
+        ``jz (b, M, d, n_in)`` and embeddings ``y (b, M, d)``, and the loadings ``W (genes, n_in)``.
+
+        With J = jz W^T, a member's contributions summed over a group's cells are, per gene
+        k, ``sum_p W[k, p] (sum_i x_ik jz_i[:, p])``: one ``genes x (M d n_in)`` product per
+        group, in float64, instead of every cell's ``M x d x genes`` contributions. Only the
+        consensus's contributions (the members' mean) are formed, for S2.
+        """
         f64 = torch.float64
-        self.n.index_add_(0, idx, torch.ones(len(idx), dtype=f64, device=idx.device))
-        self.s1.index_add_(0, idx, contrib[keep].flatten(1, 2).to(f64))
-        self.sj.index_add_(0, idx, jac[keep].flatten(1, 2).to(f64))
-        self.sy.index_add_(0, idx, y[keep].flatten(1, 2).to(f64))
-        mean = contrib[keep].mean(1)  # the consensus's contributions
-        for i in range(self.d):
-            for j in range(i, self.d):
-                block = (mean[:, i, :] * mean[:, j, :]).to(f64)
-                self.s2[:, i, j].index_add_(0, idx, block)
-                if i != j:
-                    self.s2[:, j, i].index_add_(0, idx, block)
+        W = loadings.to(f64)
+        for g in torch.unique(code[code >= 0]).tolist():
+            for rows in torch.nonzero(code == g).squeeze(1).split(ROWS_F64):
+                x, j = centred[rows], jz[rows]
+                xj = x.to(f64).T @ j.flatten(1).to(f64)  # (genes, M d n_in)
+                self.n[g] += len(rows)
+                self.s1[g] += (xj.view(W.shape[0], -1, W.shape[1]) * W[:, None, :]).sum(-1).T
+                self.sj[g] += j.to(f64).sum(0).flatten(0, 1) @ W.T
+                self.sy[g] += y[rows].to(f64).sum(0).flatten()
+                c = ((j.mean(1) @ loadings.T) * x[:, None, :]).to(f64)  # the consensus's (rows, d, genes)
+                for a in range(self.d):
+                    for e in range(a, self.d):
+                        self.s2[g, a, e] += (c[:, a] * c[:, e]).sum(0)
+                        if a != e:
+                            self.s2[g, e, a] = self.s2[g, a, e]
 
     def to_flat(self) -> np.ndarray:
         """Every sum in one float64 vector (what a Dask task returns)."""

@@ -4,7 +4,7 @@ Each block of cells recomputes the exact Jacobians of every aligned member (the 
 hold only the consensus's) and returns its partial sums; ``reduce_rows``
 adds them, in this process or, when the source matrix is a Dask array, as Dask tasks: on a
 ``dask.distributed`` cluster the expression never leaves the workers, only
-``groups x (M d)^2 x genes`` numbers per block do.
+``groups x (M d + d^2) x genes`` numbers per block do.
 """
 
 from __future__ import annotations
@@ -16,13 +16,13 @@ from .._core.ranking import GroupMoments
 from .._model import StoredModel
 
 
-def _add(acc: GroupMoments, batches, code: np.ndarray) -> GroupMoments:
+def _add(acc: GroupMoments, batches, code: np.ndarray, loadings) -> GroupMoments:
     """Add batches of the aligned members with cell group codes (-1: none)."""
     import torch
 
     for b in batches:
         rows = torch.as_tensor(code[b.start : b.stop], device=acc.n.device, dtype=torch.long)
-        acc.update(rows, b.contributions(), b.jacobian, b.embedding)
+        acc.update(rows, b.centred, b.jacobian, b.embedding, loadings)
     return acc
 
 
@@ -45,16 +45,18 @@ def group_moments(adata, model: StoredModel, code: np.ndarray, n_groups: int, *,
     """Moments of the contributions of every aligned member of ``model`` per group (the
     consensus's follow from them); ``code`` gives each cell's group (-1: left out). Each
     block of cells recomputes its exact Jacobians (a Dask task when the input is Dask) and
-    returns its partial sums; a batch holds ``batch_size`` cells x members."""
+    returns its partial sums; a batch holds ``batch_size`` cells."""
+    import torch
+
     from .._core.jacobian import iter_batches
 
     X = model.input_matrix(adata)
     shape = (n_groups, model.n_members, model.n_components, len(model.genes))
-    member_batch = max(1, batch_size // model.n_members)
+    loadings = torch.as_tensor(model.model.front_end.loadings, device=device)
 
     def moments(block, block_code: np.ndarray) -> np.ndarray:
-        batches = iter_batches(model.model, block, device=device, batch_size=member_batch, members=True)
-        return _add(GroupMoments(*shape, device=device), batches, block_code).to_flat()
+        batches = iter_batches(model.model, block, device=device, batch_size=batch_size, members=True)
+        return _add(GroupMoments(*shape, device=device), batches, block_code, loadings).to_flat()
 
     size = GroupMoments(*shape, device=device).to_flat().size
     return GroupMoments.from_flat(reduce_rows(X, moments, size, chunk=batch_size, code=code), *shape, device=device)
