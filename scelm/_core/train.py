@@ -81,27 +81,31 @@ class BlockPlan:
 def plan_blocks(edges: EdgeList, batch_size: int, generator: torch.Generator, device: torch.device) -> BlockPlan:
     n = edges.n_nodes
     n_blocks = max(1, math.ceil(n / batch_size))
-    order = torch.randperm(n, generator=generator) if n_blocks > 1 else torch.arange(n)
-    new_id = torch.empty(n, dtype=torch.long)
-    new_id[order] = torch.arange(n)
+    # int32 ids (n < 2**31): the plan lists most edges twice, so its indices are most of
+    # training's memory at a million cells.
+    order = torch.randperm(n, generator=generator).int() if n_blocks > 1 else torch.arange(n, dtype=torch.int32)
+    new_id = torch.empty(n, dtype=torch.int32)
+    new_id[order.long()] = torch.arange(n, dtype=torch.int32)
     head = new_id[torch.as_tensor(edges.head)]
     tail = new_id[torch.as_tensor(edges.tail)]
     weight = torch.as_tensor(edges.weight)
     degree = torch.zeros(n).index_add_(0, head, weight).index_add_(0, tail, weight)
     size = math.ceil(n / n_blocks)
     block_h, block_t = head // size, tail // size
-    cross = torch.nonzero(block_h != block_t).squeeze(1)
+    cross = torch.nonzero(block_h != block_t).squeeze(1).int()
     # Each edge under its head's block, and again under its tail's block when that differs.
-    idx = torch.cat([torch.arange(head.shape[0]), cross])
+    idx = torch.cat([torch.arange(head.shape[0], dtype=torch.int32), cross])
     key = torch.cat([block_h, block_t[cross]])
+    del block_h, block_t, cross
     key, perm = torch.sort(key, stable=True)
     idx = idx[perm]
-    edge_bounds = torch.searchsorted(key, torch.arange(n_blocks + 1)).tolist()
+    del perm
+    edge_bounds = torch.searchsorted(key, torch.arange(n_blocks + 1, dtype=torch.int32)).tolist()
     return BlockPlan(
         bounds=[min(k * size, n) for k in range(n_blocks + 1)],
         edge_bounds=edge_bounds,
         head=head[idx].to(device), tail=tail[idx].to(device), weight=weight[idx].to(device),
-        degree=degree.to(device), order=order.to(device),
+        degree=degree.to(device), order=order.long().to(device),
     )
 
 
@@ -161,7 +165,8 @@ def train_members(
     """Fit every member of ``stack`` as :func:`train_encoder` does (``fit``: its ``layout``,
     ``device`` and ``seed``). Members differ by their initial weights
     and negative samples; with ``threads > 1`` they are dealt round-robin into that many
-    stacks, each trained in its own thread with one intra-op thread. Returns the trained
+    stacks, each trained in its own thread with one intra-op thread, on one shared plan of
+    blocks visited in each thread's own order. Returns the trained
     stack (members in their order) and the mean block loss of every epoch,
     ``(n_members, n_epochs)`` float32."""
     from concurrent.futures import ThreadPoolExecutor
@@ -185,7 +190,11 @@ def train_members(
             # Each group its own streams of blocks and negatives, independent of other seeds'.
             seed = fit.pop("seed")
             seeds = [int(np.random.SeedSequence([seed, i]).generate_state(1)[0]) for i in range(threads)]
-            futures = [pool.submit(train_encoder, part, z, edges, config, seed=s, bar=bar, **fit) for part, s in zip(parts, seeds)]
+            # One plan of blocks for all groups (its edge lists are training's largest arrays).
+            plan = plan_blocks(edges, config.batch_size, torch.Generator().manual_seed(seed), fit["device"])
+            futures = [
+                pool.submit(train_encoder, part, z, edges, config, seed=s, bar=bar, plan=plan, **fit) for part, s in zip(parts, seeds)
+            ]
             histories = [f.result() for f in futures]
     finally:
         torch.set_num_threads(intra)
@@ -209,10 +218,12 @@ def train_encoder(
     device: torch.device,
     seed: int,
     bar=None,
+    plan: BlockPlan | None = None,
 ) -> np.ndarray:
     """Fit every member of one ``stack`` in place: first onto ``layout`` (if given, for
-    ``config.layout_steps``), then on UMAP's loss; all of them see the same blocks. ``bar``:
-    a tqdm bar advanced by one per member and epoch."""
+    ``config.layout_steps``), then on UMAP's loss; all of them see the same blocks (those of
+    ``plan``, else drawn from ``seed``), in an order drawn from ``seed``. ``bar``: a tqdm bar
+    advanced by one per member and epoch."""
     stack.to(device).train()
     host_gen = torch.Generator().manual_seed(seed)  # partition and block order (host-side ints)
     gen = torch.Generator(device=device).manual_seed(seed)  # layout rows and negatives, drawn where used
@@ -223,7 +234,7 @@ def train_encoder(
             stack, zt, torch.as_tensor(layout, dtype=torch.float32).to(device), config.layout_steps,
             learning_rate=config.learning_rate, batch_size=min(n, config.batch_size, LAYOUT_BATCH), generator=gen,
         )
-    plan = plan_blocks(edges, config.batch_size, host_gen, device)
+    plan = plan if plan is not None else plan_blocks(edges, config.batch_size, host_gen, device)
     n_blocks = len(plan.bounds) - 1
     zt = zt[plan.order]
     cache = torch.empty(n, stack.n_members, stack.n_out, device=device)  # latest embedding, per member
