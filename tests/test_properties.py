@@ -68,7 +68,10 @@ def test_gene_space_contributions_sum_to_embedding(seed, n_genes, n_in, centred,
     members = StackedEncoder.random(n_in, [16], 2, seeds=[seed % 1000, seed % 1000 + 1])
     model = ELMModel(fe, members.member_states(), np.stack([np.eye(2), [[0.0, -1.0], [1.0, 0.0]]]), "relu")
     X = rng.exponential(size=(11, n_genes)).astype(np.float32)
-    for members_too in (False, True):
-        for b in iter_batches(model, X, device=torch.device("cpu"), batch_size=batch, members=members_too):
-            total = b.contributions().sum(-1)
+    W = torch.as_tensor(fe.loadings)
+    for members in (False, True):
+        for b in iter_batches(model, X, device=torch.device("cpu"), batch_size=batch, members=members):
+            # The members' Jacobians come in the encoder's input space: J = J_z W^T in genes.
+            contributions = (b.jacobian @ W.T) * b.centred[:, None, None, :] if members else b.contributions()
+            total = contributions.sum(-1)
             assert torch.allclose(total, b.embedding, rtol=1e-4, atol=1e-4 * (1 + float(b.embedding.abs().max())))
