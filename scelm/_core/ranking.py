@@ -52,10 +52,11 @@ class GroupMoments:
         for g in torch.unique(code[code >= 0]).tolist():
             for rows in torch.nonzero(code == g).squeeze(1).split(ROWS_F64):
                 x, j = centred[rows], jz[rows]
-                xj = x.to(f64).T @ j.flatten(1).to(f64)  # (genes, M d n_in)
+                j64 = j.to(f64)
+                xj = x.to(f64).T @ j64.flatten(1)  # (genes, M d n_in)
                 self.n[g] += len(rows)
                 self.s1[g] += (xj.view(W.shape[0], -1, W.shape[1]) * W[:, None, :]).sum(-1).T
-                self.sj[g] += j.to(f64).sum(0).flatten(0, 1) @ W.T
+                self.sj[g] += j64.sum(0).flatten(0, 1) @ W.T
                 self.sy[g] += y[rows].to(f64).sum(0).flatten()
                 c = ((j.mean(1) @ loadings.T) * x[:, None, :]).to(f64)  # the consensus's (rows, d, genes)
                 for a in range(self.d):
