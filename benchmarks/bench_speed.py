@@ -94,8 +94,8 @@ def step_costs(n: int = 700, members: int = 5, hidden=(128, 128), repeats: int =
     size (50 PCs in, 15 edges and 5 negatives per cell): where a full-batch step goes."""
     import torch
 
-    from scelm._core.encoder import ELMEncoder, StackedEncoder
-    from scelm._core.loss import umap_loss_and_gradient
+    from scelm._core.encoder import StackedEncoder
+    from scelm._core.loss import Pairs, umap_loss_and_gradient
 
     def ms(fn) -> float:
         fn()
@@ -105,19 +105,28 @@ def step_costs(n: int = 700, members: int = 5, hidden=(128, 128), repeats: int =
         return (time.perf_counter() - t0) / repeats * 1e3
 
     gen = torch.Generator().manual_seed(0)
-    stack = StackedEncoder([ELMEncoder(50, hidden, 2, activation="relu", generator=gen) for _ in range(members)])
+    stack = StackedEncoder.random(50, hidden, 2, seeds=range(members))
     z = torch.randn(n, 50, generator=gen)
-    cache = torch.randn(n, members, 2, generator=gen)
+    cache = torch.randn(n * members, 2, generator=gen)  # the flat cache: row i * M + m
+    member = torch.arange(members)
+
+    def flat(cells: torch.Tensor) -> torch.Tensor:
+        return (cells[None] * members + member[:, None]).reshape(-1)
+
     head, tail = torch.randint(0, n, (15 * n,), generator=gen), torch.randint(0, n, (15 * n,), generator=gen)
     neg_head = torch.arange(n).repeat_interleave(5)
-    neg_tail = torch.randint(0, n, (5 * n, members), generator=gen)
+    neg_tail = torch.randint(0, n * members, (5 * n * members,), generator=gen)
+    pairs = Pairs(
+        flat(head), flat(tail), torch.rand(15 * n * members), flat(neg_head), neg_tail, torch.rand(5 * n * members),
+        scale=torch.ones(members), n_cells=n, negative_sample_rate=5,
+        edge_member=member.repeat_interleave(15 * n), neg_member=member.repeat_interleave(5 * n),
+    )
 
     def forward_backward():
         y = stack(z)
         y.backward(torch.ones_like(y))
 
-    loss = lambda: umap_loss_and_gradient(  # noqa: E731
-        cache, head, tail, torch.rand(15 * n), neg_head, neg_tail, torch.rand(5 * n), a=1.58, b=0.9, repulsion_strength=1.0)
+    loss = lambda: umap_loss_and_gradient(cache, pairs, a=1.58, b=0.9, repulsion_strength=1.0)  # noqa: E731
     forward_backward()
     rows = [dict(part="encoder forward", ms=ms(lambda: stack(z))), dict(part="encoder forward + backward", ms=ms(forward_backward)),
             dict(part="UMAP loss and its gradient", ms=ms(loss))]

@@ -55,6 +55,7 @@ class StoredModel:
             "encoders": {str(i): dict(state) for i, state in enumerate(self.model.member_states)},
             "alignment": self.model.alignment,
             "loss_history": np.asarray(self.loss_history, dtype=np.float32),
+            **({} if self.model.member_r2 is None else {"member_r2": np.asarray(self.model.member_r2, dtype=np.float32)}),
         }
 
     @classmethod
@@ -122,28 +123,31 @@ class StoredModel:
                     raise ValueError(f"{where} is corrupted: {name} contains NaN or inf.")
         alignment = np.broadcast_to(np.eye(d), (len(states), d, d)) if alignment is None else alignment
         try:
-            model = ELMModel(fe, states, alignment, params["activation"])
+            r2 = np.asarray(entry["member_r2"], dtype=np.float32) if "member_r2" in entry else None
+            model = ELMModel(fe, states, alignment, params["activation"], r2)
         except ValueError as err:
             raise ValueError(f"{where} is corrupted: {err}") from err
         return cls(genes, model, params, history)
 
-    def source(self, adata: AnnData) -> tuple[str | None, bool]:
-        """``(layer, use_raw)`` to read this model's genes from ``adata``: as fitted, except
-        that a model fitted on ``.raw`` reads ``.X`` of an AnnData that has no ``.raw``."""
+    def source(self, adata: AnnData, use_raw: bool | None = None) -> tuple[str | None, bool]:
+        """``(layer, use_raw)`` to read this model's genes from ``adata``: as fitted, or from
+        ``.X`` when ``use_raw=False`` overrides a model fitted on ``.raw``. A model fitted on
+        ``.raw`` refuses an AnnData without one unless told to read ``.X``: a scaled ``.X``
+        would give meaningless contributions without any error."""
         layer = self.params.get("layer")
-        use_raw = bool(self.params.get("use_raw", False))
+        fitted = bool(self.params.get("use_raw", False))
+        use_raw = fitted if use_raw is None else bool(use_raw)
         if use_raw and adata.raw is None:
-            logg.warning(
-                "The model was fitted on .raw, but this AnnData has no .raw: its .X is read instead. Make sure .X holds "
-                "the same (log-normalised, unscaled) expression, or set adata.raw."
+            raise ValueError(
+                "The model reads .raw, but this AnnData has no .raw. Set adata.raw, or pass use_raw=False if its .X holds "
+                "the same (log-normalised, unscaled) expression."
             )
-            use_raw = False
         return layer, use_raw
 
-    def input_matrix(self, adata: AnnData):
+    def input_matrix(self, adata: AnnData, use_raw: bool | None = None):
         """The model's genes, matched by name, from the source given by :meth:`source`,
         as :class:`~scelm._core.blocks.GeneColumns` (read block by block)."""
-        layer, use_raw = self.source(adata)
+        layer, use_raw = self.source(adata, use_raw)
         X, var_names = source_matrix(adata, layer=layer, use_raw=use_raw)
         pos = pd.Index(var_names).get_indexer(self.genes)
         if (pos < 0).any():

@@ -7,7 +7,7 @@ from helpers import rel_err
 
 from scelm._core.alignment import procrustes_alignment
 from scelm._core.encoder import ACTIVATIONS, ConsensusEncoder, StackedEncoder
-from scelm._core.loss import attraction, repulsion, umap_loss_and_gradient
+from scelm._core.loss import Pairs, attraction, repulsion, umap_loss_and_gradient
 
 
 def _stack(activation, seed=0, n_members=3):
@@ -131,12 +131,17 @@ def test_closed_form_gradient_equals_autograd():
     nw = torch.rand(3 * n, dtype=torch.float64, generator=g)
     a, b, gamma = 1.58, 0.9, 0.7
     d2 = (y[head] - y[tail]).pow(2).sum(1)
-    nd2 = (y[nh] - y[nt]).pow(2).sum(1)
+    nd2 = (y[nh] - y[nt].detach()).pow(2).sum(1)  # a negative moves its head only, as in umap-learn
     ref = ((w * attraction(d2, a, b)).sum() + gamma * (nw * repulsion(nd2, a, b)).sum()) / w.sum()
     ref.backward()
-    loss, grad = umap_loss_and_gradient(y, head, tail, w, nh, nt, nw, a=a, b=b, repulsion_strength=gamma)
-    assert abs(float(loss) - float(ref.detach())) < 1e-12
+    pairs = Pairs(head, tail, w, nh, nt, nw, scale=w.sum().reshape(1), n_cells=n, negative_sample_rate=3)
+    loss, grad = umap_loss_and_gradient(y, pairs, a=a, b=b, repulsion_strength=gamma, centre=False)
+    assert abs(float(loss[0]) - float(ref.detach())) < 1e-12
     assert rel_err(grad, y.grad) < 1e-10
+    # The trainer removes the negatives' net push: every force then sums to zero, so the map does not drift.
+    _, centred = umap_loss_and_gradient(y, pairs, a=a, b=b, repulsion_strength=gamma)
+    assert float(centred.sum(0).abs().max()) < 1e-12 < float(grad.sum(0).abs().max())
+    assert rel_err(centred - grad, (centred - grad)[nh[0]].expand_as(grad) * (torch.bincount(nh, minlength=n) > 0)[:, None]) < 1e-10
 
 
 def test_umap_kernel_is_not_capped():

@@ -42,7 +42,7 @@ def test_explanations_are_exact_and_every_tool_reads_them(explained, tmp_path):
     back = sc.read_h5ad(tmp_path / "e.h5ad")
     assert set(back.uns["elm_umap"]["fidelity"]["r2_per_group"].index) <= set(adata.obs["bulk_labels"].cat.categories)
     query = back.raw.to_adata()[:50].copy()
-    scelm.tl.transform(query, back, elm_key="elm_umap", store_jacobian=False)
+    scelm.tl.transform(query, back, elm_key="elm_umap", store_jacobian=False, use_raw=False)
     np.testing.assert_allclose(query.obsm["X_elm_umap"], adata.obsm["X_elm_umap"][:50], rtol=1e-4, atol=1e-4)
     fig = scelm.pl.fidelity(back, color="bulk_labels", return_fig=True, show=False)
     assert len([a for a in fig.axes if a.get_visible()]) == 3

@@ -121,10 +121,17 @@ def test_overridden_graph_arguments_are_a_warning_and_can_be_had(pbmc):
     assert pbmc.uns["elm"]["params"]["graph"] == "scelm:7:exact" and pbmc.uns["elm"]["params"]["n_neighbors"] == 7
 
 
-def test_model_fitted_on_raw_warns_when_the_query_has_none(fitted_pbmc):
+def test_model_fitted_on_raw_refuses_a_query_without_raw_unless_told(fitted_pbmc):
     query = fitted_pbmc.raw.to_adata()
-    said = _warnings(lambda: scelm.tl.transform(query, fitted_pbmc, store_jacobian=False))
-    assert "fitted on .raw" in said and ".X is read" in said
+    del query.obsm["X_elm"]
+    with pytest.raises(ValueError, match="use_raw=False"):
+        scelm.tl.transform(query, fitted_pbmc, store_jacobian=False)
+    assert "X_elm" not in query.obsm
+    scelm.tl.transform(query, fitted_pbmc, store_jacobian=False, use_raw=False)
+    assert query.uns["elm"]["params"]["use_raw"] is False or not query.uns["elm"]["params"]["use_raw"]
+    assert rel_err(scelm.get.contributions(query).sum(-1), query.obsm["X_elm"]) < 1e-5  # its tools read .X too
+    with pytest.raises(TypeError, match="use_raw"):
+        scelm.tl.transform(query, fitted_pbmc, use_raw="no")
 
 
 def test_train_batch_size_changes_no_other_default(pbmc):
@@ -164,7 +171,7 @@ def test_interrupted_fit_leaves_adata_untouched(pbmc, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(train, "train_encoder", interrupted)
+    monkeypatch.setattr(train, "train_group", interrupted)
     with pytest.raises(KeyboardInterrupt):
         scelm.tl.parametric_umap(pbmc, **FAST)
     _unchanged(pbmc, snap)

@@ -212,7 +212,7 @@ def test_transform_aligns_genes_by_name(fitted_pbmc):
     extra = ad.AnnData(np.ones((raw.n_obs, 2), np.float32), obs=raw.obs[[]], var=dict(index=["NEWGENE1", "NEWGENE2"]))
     query = ad.concat([shuffled, extra], axis=1, merge="same")
     query.obs = raw.obs.copy()
-    scelm.tl.transform(query, fitted_pbmc)
+    scelm.tl.transform(query, fitted_pbmc, use_raw=False)
     np.testing.assert_allclose(query.obsm["X_elm"], fitted_pbmc.obsm["X_elm"], rtol=1e-5, atol=1e-4)
     C = scelm.get.contributions(query)
     assert C.shape[2] == query.n_vars
@@ -224,7 +224,7 @@ def test_transform_names_missing_genes(fitted_pbmc):
     genes = StoredModel.from_adata(fitted_pbmc, "elm").genes
     query = query[:, ~query.var_names.isin(genes[:3])].copy()
     with pytest.raises(KeyError, match=genes[0]):
-        scelm.tl.transform(query, fitted_pbmc)
+        scelm.tl.transform(query, fitted_pbmc, use_raw=False)
 
 
 def test_copy_semantics(pbmc):

@@ -134,8 +134,6 @@ def test_consensus_scores_equal_brute_force_on_its_contributions(ensemble_pbmc):
         expected = pd.Series((C[inside].mean(0) - C[~inside].mean(0)).T @ u, index=model_genes)
         got = pd.Series(res["scores"][g], index=res["names"][g])
         np.testing.assert_allclose(got.loc[model_genes], expected, rtol=1e-4, atol=1e-6 * np.abs(expected).max())
-        assert np.asarray(res["scores_se"][g]).max() > 0 and np.all(np.asarray(res["scores_se"][g]) >= 0)
-        assert 0.0 <= res["stability"][g][0] <= 1.0 and 0.0 <= res["member_agreement"][g][0] <= 1.0
     assert res["params"]["n_models"] == 3
 
 
@@ -309,3 +307,55 @@ def test_streamed_group_sums_equal_per_cell_contributions(seed, monkeypatch):
         assert rel_err(acc.sj[group], J[rows].sum(0).flatten(0, 1)) < 1e-6
         assert rel_err(acc.sy[group], y[rows].double().sum(0).flatten()) < 1e-6
         assert rel_err(acc.s2[group], torch.einsum("bik,bjk->ijk", cbar[rows], cbar[rows])) < 1e-6
+
+
+@pytest.mark.parametrize("score", ["separation", "position"])
+def test_pvalues_are_the_t_test_of_the_ranked_score(ensemble_pbmc, score):
+    """separation: Welch's t-test of the per-cell c_i . u, group against rest; position: the
+    one-sample t-test of c_i . u in the group; both against scipy on brute-force c_i . u."""
+    from scipy import stats
+
+    adata = ensemble_pbmc
+    scelm.tl.rank_genes_elm(adata, "bulk_labels", groups=["CD19+ B"], score=score)
+    res = adata.uns[KEY]
+    genes = list(adata.uns["elm"]["var_names"])[:40]
+    C = scelm.get.contributions(adata, genes=genes).astype(np.float64)
+    mu_g, mu_r = _centroids(adata, "bulk_labels", "CD19+ B")
+    u = (mu_g - mu_r) / np.linalg.norm(mu_g - mu_r)
+    proj = np.einsum("ndk,d->nk", C, u)
+    inside = (adata.obs["bulk_labels"] == "CD19+ B").to_numpy()
+    if score == "separation":
+        expected = stats.ttest_ind(proj[inside], proj[~inside], equal_var=False).pvalue
+    else:
+        expected = stats.ttest_1samp(proj[inside], 0.0).pvalue
+    got = pd.Series(res["pvals"]["CD19+ B"], index=res["names"]["CD19+ B"]).loc[genes].to_numpy()
+    defined = np.isfinite(expected)  # scipy's NaN where c_i . u is constant (a gene unexpressed in the group): p = 1 here
+    np.testing.assert_allclose(got[defined], expected[defined], rtol=1e-3, atol=1e-300)
+    assert defined.sum() > 20 and np.all(got[~defined] == 1.0)
+    assert res["params"]["pvals"].startswith("Welch" if score == "separation" else "one-sample")
+
+
+@pytest.mark.parametrize("score", ["magnitude", "weight"])
+def test_untested_scores_have_no_pvalues(fitted_pbmc, score):
+    scelm.tl.rank_genes_elm(fitted_pbmc, "bulk_labels", groups=["CD19+ B"], score=score)
+    res = fitted_pbmc.uns[KEY]
+    assert np.all(np.isnan(res["pvals"]["CD19+ B"])) and np.all(np.isnan(res["pvals_adj"]["CD19+ B"]))
+    assert res["params"]["pvals"].startswith("no test")
+    df = sc.get.rank_genes_groups_df(fitted_pbmc, "CD19+ B", key=KEY)  # scanpy still reads it
+    assert len(df) == fitted_pbmc.raw.n_vars
+
+
+@pytest.mark.parametrize("score", ["separation", "position", "magnitude", "weight"])
+def test_member_parts_average_to_the_consensus_score(score):
+    """scores_se is the standard error of the members' parts, whose mean is the consensus
+    score for every score (for magnitude: each member's mean contribution projected on the
+    consensus's, the delta method)."""
+    import torch
+
+    from scelm._core.ranking import MemberMeans, uniform
+
+    gen = torch.Generator().manual_seed(0)
+    f = [torch.randn(5, 2, 30, dtype=torch.float64, generator=gen) for _ in range(3)]
+    means = MemberMeans(delta_y=torch.randn(5, 2, dtype=torch.float64, generator=gen) + 3, delta_c=f[0], mean_c=f[1], mean_j=f[2])
+    consensus = means.scores(score, uniform(5, means.delta_y))
+    assert rel_err(means.member_parts(score).mean(0), consensus) < 1e-12

@@ -7,13 +7,11 @@ import pandas as pd
 import pytest
 import scanpy as sc
 import torch
-from helpers import rel_err
 
 import scelm
 from scelm._core.encoder import StackedEncoder
 from scelm._core.layout import LAYOUT_SCALE, pca_layout
-from scelm._core.loss import umap_loss_and_gradient
-from scelm._core.ranking import MemberMeans, member_agreement, resampled_agreement
+from scelm._core.ranking import MemberMeans, jaccard, member_agreement, rank_order, seed_agreement
 from scelm._core.train import fit_to_layout
 
 matplotlib.use("Agg")
@@ -41,34 +39,18 @@ def test_stacked_encoder_is_its_members():
         StackedEncoder.from_states([stack.member_states()[0], narrow[0]], "prelu")
 
 
-def test_loss_of_stacked_embeddings_is_per_member():
-    rng = np.random.default_rng(0)
-    y = torch.as_tensor(rng.normal(size=(20, 3, 2)), dtype=torch.float64)
-    g = torch.Generator().manual_seed(0)
-    head, tail = torch.randint(0, 20, (40,), generator=g), torch.randint(0, 20, (40,), generator=g)
-    w = torch.rand(40, dtype=torch.float64, generator=g)
-    nh, nt = torch.randint(0, 20, (60,), generator=g), torch.randint(0, 20, (60,), generator=g)
-    nw = torch.rand(60, dtype=torch.float64, generator=g)
-    kw = dict(a=1.6, b=0.9, repulsion_strength=1.0)
-    loss, grad = umap_loss_and_gradient(y, head, tail, w, nh, nt, nw, **kw)
-    assert loss.shape == (3,)
-    for m in range(3):
-        lm, gm = umap_loss_and_gradient(y[:, m], head, tail, w, nh, nt, nw, **kw)
-        assert rel_err(loss[m], lm) < 1e-12
-        assert rel_err(grad[:, m], gm) < 1e-12
-
-
 def test_fit_to_layout_reproduces_the_layout():
     rng = np.random.default_rng(0)
     z = torch.as_tensor(np.abs(rng.normal(size=(400, 10))), dtype=torch.float32)
     target = torch.as_tensor(pca_layout(z.numpy(), 2))
     stack = StackedEncoder.random(10, [64, 64], 2, seeds=range(3))
-    fit_to_layout(stack, z, target, 300, learning_rate=1e-2, batch_size=400, generator=torch.Generator().manual_seed(0))
+    fit_to_layout(stack, z, target, 300, learning_rate=1e-2, batch_size=200,
+                  generator=[torch.Generator().manual_seed(m) for m in range(3)])
     with torch.no_grad():
         y = stack(z)
     for m in range(3):  # every member, from its own random start
         r2 = 1 - ((y[m] - target) ** 2).sum() / ((target - target.mean(0)) ** 2).sum()
-        assert r2 > 0.95, (m, float(r2))
+        assert r2 > 0.9, (m, float(r2))  # measured 0.95-0.97 on rows of 200 of the 400 cells
 
 
 @pytest.mark.parametrize("init", ["pca", "spectral", "random", "X_pca"])
@@ -119,11 +101,11 @@ def _means(member_scores: np.ndarray) -> MemberMeans:
 
 
 def test_stability_estimate():
-    estimate = resampled_agreement
+    estimate = seed_agreement
     lower = np.zeros(30, dtype=bool)
     same = np.tile(np.linspace(1, 0, 30), (4, 1))
     assert estimate(_means(same), "separation", lower, 10) == 1.0
-    # Two camps of members with disjoint favourites: resamples and halves disagree in part.
+    # Two camps of members with disjoint favourites: halves disagree in part.
     camps = np.stack([np.roll(np.linspace(1, 0, 30), 15 * (m % 2)) for m in range(4)])
     assert 0.0 < estimate(_means(camps), "separation", lower, 10) < 1.0
     assert np.isnan(estimate(_means(same[:1]), "separation", lower, 10))
@@ -132,6 +114,27 @@ def test_stability_estimate():
     signal = np.linspace(2, 0, 30)
     levels = [estimate(_means(signal + rng.normal(scale=s, size=(6, 30))), "separation", lower, 10) for s in (0.05, 0.3, 3.0)]
     assert levels[0] > levels[1] > levels[2], levels
+
+
+@pytest.mark.parametrize(("n_members", "noise"), [(4, 0.3), (4, 1.0), (10, 1.0), (10, 2.0)])
+def test_stability_level_matches_independent_ensembles(n_members, noise):
+    """The estimate from one ensemble's members matches, in level, the top-10 agreement of
+    two independent ensembles of the same size (simulated members: a fixed signal plus
+    independent noise), within 0.06 on average over 40 ensembles (measured: 0.00-0.03)."""
+    rng = np.random.default_rng(n_members * 10 + int(noise * 10))
+    genes = 200
+    signal = np.sort(rng.gamma(1.0, 1.0, size=genes))[::-1]
+    lower = np.zeros(genes, dtype=bool)
+
+    def ensemble():
+        return signal + noise * rng.normal(size=(n_members, genes))
+
+    def top(scores):
+        return rank_order(scores, lower)[:10]
+
+    truth = np.mean([jaccard(top(ensemble().mean(0)), top(ensemble().mean(0))) for _ in range(300)])
+    estimates = [seed_agreement(_means(ensemble()), "separation", lower, 10) for _ in range(40)]
+    assert abs(np.mean(estimates) - truth) < 0.06, (np.mean(estimates), truth)
 
 
 def test_member_agreement():
@@ -195,7 +198,7 @@ def _separation_removed(adata, genes, group, both):
     X = query.X.toarray() if hasattr(query.X, "toarray") else query.X.copy()
     X[np.ix_(rows, query.var_names.get_indexer(genes))] = 0.0
     query.X = X
-    scelm.tl.transform(query, adata, store_jacobian=False)
+    scelm.tl.transform(query, adata, store_jacobian=False, use_raw=False)
     Yp = query.obsm["X_elm"].astype(np.float64)
     return 1 - ((Yp[lab == group].mean(0) - Yp[lab != group].mean(0)) @ u) / np.linalg.norm(cg - cr)
 
@@ -280,7 +283,7 @@ def test_perturb_equals_re_embedding_and_touches_nothing_else(ranked_pbmc):
     X = query.X.toarray()
     X[:, query.var_names.get_indexer(["CD79A", "MS4A1"])] = 0.0
     query.X = X
-    scelm.tl.transform(query, adata, store_jacobian=False)
+    scelm.tl.transform(query, adata, store_jacobian=False, use_raw=False)
     np.testing.assert_allclose(res["embedding"], query.obsm["X_elm"], rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(res["displacement"], query.obsm["X_elm"] - adata.obsm["X_elm"][lab == "CD19+ B"], atol=1e-5)
     assert set(adata.uns) == keys_before | {"elm_perturbation"}
@@ -304,22 +307,6 @@ def test_perturb_equals_re_embedding_and_touches_nothing_else(ranked_pbmc):
 def test_perturb_bad_arguments(ranked_pbmc, kwargs, exc, match):
     with pytest.raises(exc, match=match):
         scelm.tl.perturb(ranked_pbmc.copy(), **kwargs)
-
-
-def test_per_member_negatives_match_separate_losses():
-    rng = np.random.default_rng(1)
-    y = torch.as_tensor(rng.normal(size=(15, 2, 2)), dtype=torch.float64)
-    head, tail, w = torch.tensor([0, 1, 2]), torch.tensor([3, 4, 5]), torch.ones(3, dtype=torch.float64)
-    nh = torch.arange(15).repeat_interleave(2)
-    g = torch.Generator().manual_seed(1)
-    nt = torch.randint(0, 15, (30, 2), generator=g)
-    nw = torch.rand(30, dtype=torch.float64, generator=g)
-    kw = dict(a=1.6, b=0.9, repulsion_strength=1.0)
-    loss, grad = umap_loss_and_gradient(y, head, tail, w, nh, nt, nw, **kw)
-    for m in range(2):
-        lm, gm = umap_loss_and_gradient(y[:, m], head, tail, w, nh, nt[:, m], nw, **kw)
-        assert rel_err(loss[m], lm) < 1e-12
-        assert rel_err(grad[:, m], gm) < 1e-12
 
 
 def test_deletion_curve_on_sampled_cells(ranked_pbmc):

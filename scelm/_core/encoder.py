@@ -87,7 +87,7 @@ class StackedEncoder(nn.Module):
         return self.weights[-1].shape[1]
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        h = z.unsqueeze(0)  # (1, b, n_in), broadcast over members
+        h = z.unsqueeze(0) if z.dim() == 2 else z  # (1, b, n_in) broadcast over members, or (M, b, n_in)
         for i, w in enumerate(self.weights[:-1]):
             h = activate(h @ w.transpose(1, 2), self.activation, self.slopes[:, i, None, None])
         return h @ self.weights[-1].transpose(1, 2)

@@ -1,12 +1,28 @@
-"""UMAP's cross-entropy in the embedding, with its low-dimensional kernel.
+"""UMAP's cross-entropy and t-SNE's KL divergence in the embedding, with closed-form gradients.
 
 q(d) = 1 / (1 + a d^(2b)), with a, b fitted from ``min_dist`` and ``spread`` exactly as
 umap-learn does. The fuzzy cross-entropy between the graph weights w and q is, up to a
 constant, sum_ij -w_ij log q_ij - (1 - w_ij) log(1 - q_ij). Like umap-learn we estimate the
-second (repulsive) sum with uniform negative samples: each edge (i, j) sampled in proportion
-to w_ij brings ``negative_sample_rate`` negatives for i, so node i is repelled with total
-weight ``negative_sample_rate * deg(i)``. This is not the Keras/parametric-UMAP form, which
-uses a sigmoid of a shifted distance and caps q.
+second (repulsive) sum with uniform negative samples. This is not the Keras/parametric-UMAP
+form, which uses a sigmoid of a shifted distance and caps q.
+
+Weighting, per edge as umap-learn applies it. umap-learn lists each undirected edge in both
+directions; sampled in proportion to w_ij, a directed edge (i, j) attracts both ends and
+repels its head i from ``negative_sample_rate`` = m uniform cells. So each end of an edge is
+attracted with weight 2 w_ij and cell i is repelled with total weight m deg(i). We list each
+undirected edge once (attracting both ends with w_ij) and give each negative pair (i, j) the
+weight (deg(i) + deg(j)) / 4: the same ratio of repulsion to attraction on average, and a
+weight symmetric in i and j, so the expected forces are the gradient of one loss (with
+deg(i) / 2 alone they are not, and a parametric map drifts and its loss climbs). A negative
+moves its head only: a tail outside the step's block would get no gradient, so no force may
+rely on moving tails, and every cell is the head of its own negatives. The net push of a
+step's negatives (zero in expectation) is removed, so the map does not random-walk away.
+Full batch and blocks then optimise one objective (``scelm._core.train``).
+
+Every function here reads rows of one flat ``(N, d)`` array: the cells of one map, or the
+cells of M maps stacked (row ``i * M + m`` is cell i in member m). ``Pairs`` names the rows
+of each attracting edge and each negative pair, and which member each pair belongs to, so
+one call evaluates every member of an ensemble, each on its own block and its own negatives.
 """
 
 from __future__ import annotations
@@ -37,133 +53,141 @@ def repulsion(d2: torch.Tensor, a: float, b: float) -> torch.Tensor:
     return torch.log1p(1.0 / (a * (d2 + REPULSION_EPS).pow(b)))
 
 
-def _negative_differences(y: torch.Tensor, neg_head: torch.Tensor, neg_tail: torch.Tensor):
-    """``y[head] - y[tail]`` of the negative pairs, and the rows of ``y`` flattened to
-    ``(n * M, d)`` their tails are (``neg_tail`` may be ``(pairs, M)``: each member its own)."""
-    if neg_tail.dim() == 2:  # row neg_tail[p, m] of member m is row neg_tail[p, m] * M + m of y as (n * M, d)
-        n_members = y.shape[1]
-        flat_tail = (neg_tail * n_members + torch.arange(n_members, device=y.device)).view(-1)
-        tails = y.flatten(0, 1).index_select(0, flat_tail).view(len(neg_head), n_members, -1)
-        return y.index_select(0, neg_head) - tails, flat_tail
-    return y.index_select(0, neg_head) - y.index_select(0, neg_tail), None
+# A negative pair (i, j) repels with weight NEGATIVE_PAIR_WEIGHT * (deg(i) + deg(j)) and moves
+# its head only (see the module's docstring).
+NEGATIVE_PAIR_WEIGHT = 0.25
 
 
-def _scatter(y, head, tail, pair, neg_head, neg_tail, flat_tail, npair, *, move_tails: bool) -> torch.Tensor:
-    """The gradient: each edge's ``pair`` force on both ends, each negative pair's ``npair`` on
-    its head (and, with ``move_tails``, the opposite on its tail)."""
+def negative_weight(head_degree: torch.Tensor, tail_degree: torch.Tensor) -> torch.Tensor:
+    return NEGATIVE_PAIR_WEIGHT * (head_degree + tail_degree)
+
+
+@dataclass
+class Pairs:
+    """The pairs of one step, as rows of the flat embedding.
+
+    ``head, tail, weight``: attracting edges (each undirected edge once; ``ends`` the share of
+    its loss this step counts: 1, or 1/2 when only one end's gradient is used);
+    ``neg_head, neg_tail, neg_weight``: negative pairs (only the head moves). ``edge_member``,
+    ``neg_member``: each pair's member, or None with one member. ``scale`` ``(M,)``: what
+    each member's sums are divided by (its edges' total weight, times the block's share of
+    the cells in block steps). ``n_cells``: cells per map (t-SNE's normaliser)."""
+
+    head: torch.Tensor
+    tail: torch.Tensor
+    weight: torch.Tensor
+    neg_head: torch.Tensor
+    neg_tail: torch.Tensor
+    neg_weight: torch.Tensor
+    scale: torch.Tensor
+    n_cells: int
+    negative_sample_rate: int
+    edge_member: torch.Tensor | None = None
+    neg_member: torch.Tensor | None = None
+    ends: torch.Tensor | float = 1.0
+
+    @property
+    def n_members(self) -> int:
+        return self.scale.shape[0]
+
+    def per_member(self, values: torch.Tensor, member: torch.Tensor | None) -> torch.Tensor:
+        """``(M,)`` sums of per-pair ``values`` by member."""
+        if member is None:
+            return values.sum().reshape(1)
+        return torch.zeros(self.n_members, dtype=values.dtype, device=values.device).index_add_(0, member, values)
+
+    def of_member(self, per_member: torch.Tensor, member: torch.Tensor | None) -> torch.Tensor:
+        """A per-member value ``(M,)`` at each pair."""
+        return per_member[0] if member is None else per_member.index_select(0, member)
+
+
+def _forces(y, pairs: Pairs, coef: torch.Tensor, ncoef: torch.Tensor, *, centre: bool = False) -> torch.Tensor:
+    """The gradient: each edge's ``coef (y_h - y_t)`` on its head and the opposite on its tail,
+    each negative pair's ``ncoef (y_h - y_t)`` on its head; with ``centre``, less the mean of
+    the latter over each member's negatives (their net push, zero in expectation)."""
+    diff = y.index_select(0, pairs.head) - y.index_select(0, pairs.tail)
+    ndiff = y.index_select(0, pairs.neg_head) - y.index_select(0, pairs.neg_tail)
+    pair, npair = coef.unsqueeze(-1) * diff, ncoef.unsqueeze(-1) * ndiff
+    if centre:
+        count = pairs.per_member(torch.ones_like(ncoef), pairs.neg_member)
+        net = torch.stack([pairs.per_member(npair[:, k], pairs.neg_member) for k in range(y.shape[1])], -1) / count[:, None]
+        npair = npair - (net[0] if pairs.neg_member is None else net.index_select(0, pairs.neg_member))
     grad = torch.zeros_like(y)
     # index_select and 1-D index_add_ rather than advanced indexing: 2-4x faster on CPU.
-    grad.index_add_(0, head, pair).index_add_(0, tail, -pair)
-    grad.index_add_(0, neg_head, npair)
-    if move_tails and flat_tail is not None:
-        grad.view(-1, y.shape[-1]).index_add_(0, flat_tail, -npair.reshape(-1, y.shape[-1]))
-    elif move_tails:
-        grad.index_add_(0, neg_tail, -npair)
-    return grad
+    return grad.index_add_(0, pairs.head, pair).index_add_(0, pairs.tail, -pair).index_add_(0, pairs.neg_head, npair)
 
 
-def umap_loss_and_gradient(
-    y: torch.Tensor,
-    head: torch.Tensor,
-    tail: torch.Tensor,
-    weight: torch.Tensor,
-    neg_head: torch.Tensor,
-    neg_tail: torch.Tensor,
-    neg_weight: torch.Tensor,
-    *,
-    a: float,
-    b: float,
-    repulsion_strength: float,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cross-entropy per unit of edge weight and its gradient with respect to ``y``.
+def _squared_distances(y, head, tail) -> torch.Tensor:
+    return (y.index_select(0, head) - y.index_select(0, tail)).pow(2).sum(-1)
 
-    ``y`` is ``(n, d)``, or ``(n, M, d)`` for M embeddings of the same cells (an ensemble
-    trained together): the loss is then one value per member, ``(M,)``. ``head, tail,
-    weight``: each undirected edge once; ``neg_*``: negative pairs and their weights, where
-    ``neg_tail`` may be ``(pairs, M)`` to give each member its own negatives. The
-    gradient is in closed form, cheaper than autograd through the gathers:
+
+def umap_loss_and_gradient(y: torch.Tensor, pairs: Pairs, *, a: float, b: float, repulsion_strength: float, centre: bool = True):
+    """Cross-entropy per member ``(M,)``, divided by ``pairs.scale``, and its gradient with
+    respect to the flat embedding ``y`` ``(N, d)``.
+
+    The gradient is in closed form, cheaper than autograd through the gathers:
     d/d(d2) log(1 + a d2^b) = a b d2^(b-1) / (1 + a d2^b) for attraction and
-    d/d(d2) log(1 + 1/(a x^b)) = -b / (x (1 + a x^b)), x = d2 + eps, for repulsion;
-    each pair moves both of its ends, with d(d2)/dy_i = 2 (y_i - y_j).
+    d/d(d2) log(1 + 1/(a x^b)) = -b / (x (1 + a x^b)), x = d2 + eps, for repulsion,
+    with d(d2)/dy_i = 2 (y_i - y_j). ``centre``: remove the negatives' net push.
     """
     y = y.detach()
-    per_pair = (-1,) + (1,) * (y.dim() - 2)  # pair weights broadcast over members
-    weight, neg_weight = weight.view(per_pair), neg_weight.view(per_pair)
-    total = weight.sum()
-    diff = y.index_select(0, head) - y.index_select(0, tail)
-    d2 = diff.pow(2).sum(-1).clamp_min(1e-12)
+    d2 = _squared_distances(y, pairs.head, pairs.tail).clamp_min(1e-12)
     d2b = d2.pow(b)
-    coef = weight * (2.0 * a * b) * d2b / (d2 * (1.0 + a * d2b))
-    ndiff, flat_tail = _negative_differences(y, neg_head, neg_tail)
-    nd2 = ndiff.pow(2).sum(-1)
+    w = pairs.weight / pairs.of_member(pairs.scale, pairs.edge_member)
+    coef = w * (2.0 * a * b) * d2b / (d2 * (1.0 + a * d2b))
+    nd2 = _squared_distances(y, pairs.neg_head, pairs.neg_tail)
     x = nd2 + REPULSION_EPS
-    xb = x.pow(b)
-    ncoef = -(repulsion_strength * 2.0 * b) * neg_weight / (x * (1.0 + a * xb))
-    grad = _scatter(y, head, tail, coef.unsqueeze(-1) * diff, neg_head, neg_tail, flat_tail, ncoef.unsqueeze(-1) * ndiff,
-                    move_tails=True)
-    attract = (weight * attraction(d2, a, b)).sum(0)
-    repel = (neg_weight * repulsion(nd2, a, b)).sum(0)
-    loss = (attract + repulsion_strength * repel) / total
-    return loss, grad / total
+    nw = repulsion_strength * pairs.neg_weight / pairs.of_member(pairs.scale, pairs.neg_member)
+    ncoef = -(2.0 * b) * nw / (x * (1.0 + a * x.pow(b)))
+    grad = _forces(y, pairs, coef, ncoef, centre=centre)
+    loss = pairs.per_member(w * pairs.ends * attraction(d2, a, b), pairs.edge_member)
+    loss = loss + pairs.per_member(nw * repulsion(nd2, a, b), pairs.neg_member)
+    return loss, grad
 
 
-def tsne_loss_and_gradient(
-    y: torch.Tensor,
-    head: torch.Tensor,
-    tail: torch.Tensor,
-    p: torch.Tensor,
-    neg_head: torch.Tensor,
-    neg_tail: torch.Tensor,
-    *,
-    n_cells: int,
-    negative_sample_rate: int,
-    exaggeration: float,
-    dof: float,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """t-SNE's KL divergence (up to its constant) and its gradient with respect to ``y``,
-    with the repulsion and the normaliser estimated from uniform negative samples.
+def tsne_loss_and_gradient(y: torch.Tensor, pairs: Pairs, *, exaggeration: float, dof: float):
+    """t-SNE's KL divergence per member (up to its constant) and its gradient with respect
+    to ``y``, with the repulsion and the normaliser estimated from uniform negative samples.
 
     Kernel w = (1 + d^2 / dof)^-dof (Cauchy for dof = 1; heavier tails below). With
     q_ij = w_ij / Z the gradient is dKL/dy_i = 4 sum_j (rho p_ij - q_ij) w_ij^(1/dof) (y_i - y_j)
     (rho: the exaggeration). Attraction runs over the edges of ``P`` (each undirected pair
-    once, ``p`` its joint probability, moving both ends). Repulsion 4 sum_j w_ij^(1+1/dof)
-    (y_i - y_j) / Z is estimated for each negative's head as (n - 1) / m times the sum over
-    its m = ``negative_sample_rate`` negatives, and Z = sum_{i != j} w_ij as n (n - 1) times the mean w over all of them
-    (Damrich et al., ICLR 2023, from t-SNE to UMAP with contrastive learning): unbiased
-    forces, and the estimate of Z averages over every negative of the step.
-    Shapes as in :func:`umap_loss_and_gradient`.
+    once, ``weight`` its joint probability, moving both ends). Repulsion
+    4 sum_j w_ij^(1+1/dof) (y_i - y_j) / Z is estimated for each negative's head as
+    (n - 1) / m times the sum over its m = ``negative_sample_rate`` negatives, drawn uniformly
+    from the *other* cells, and Z = sum_{i != j} w_ij as n (n - 1) times the mean w over every
+    negative of the member's step (Damrich et al., ICLR 2023). The force of each negative is
+    unbiased given Z; Z's estimate is a ratio, consistent but not unbiased at finite m.
     """
     y = y.detach()
-    per_pair = (-1,) + (1,) * (y.dim() - 2)
-    p = p.view(per_pair)
-    diff = y.index_select(0, head) - y.index_select(0, tail)
-    base = 1.0 + diff.pow(2).sum(-1) / dof
-    coef = (4.0 * exaggeration) * p / base
-    ndiff, flat_tail = _negative_differences(y, neg_head, neg_tail)
-    nbase = 1.0 + ndiff.pow(2).sum(-1) / dof
+    n = pairs.n_cells
+    base = 1.0 + _squared_distances(y, pairs.head, pairs.tail) / dof
+    coef = (4.0 * exaggeration) * pairs.weight / base
+    nbase = 1.0 + _squared_distances(y, pairs.neg_head, pairs.neg_tail) / dof
     nw = nbase.pow(-dof)
-    z = n_cells * (n_cells - 1) * nw.mean(0)  # (M,) or a scalar: the normaliser
-    ncoef = -4.0 * (n_cells - 1) / negative_sample_rate * nw / nbase / z
-    grad = _scatter(y, head, tail, coef.unsqueeze(-1) * diff, neg_head, neg_tail, flat_tail, ncoef.unsqueeze(-1) * ndiff,
-                    move_tails=False)
+    count = pairs.per_member(torch.ones_like(nw), pairs.neg_member)
+    z = n * (n - 1) * pairs.per_member(nw, pairs.neg_member) / count  # (M,): each member's normaliser
+    ncoef = -4.0 * (n - 1) / pairs.negative_sample_rate * nw / nbase / pairs.of_member(z, pairs.neg_member)
+    grad = _forces(y, pairs, coef, ncoef)
     # KL(P || Q) = sum p log p - sum p log w + log Z, on this step's edges
-    loss = (p * dof * torch.log(base)).sum(0) / p.sum() + torch.log(z)
+    p = pairs.weight * pairs.ends
+    loss = pairs.per_member(p * dof * torch.log(base), pairs.edge_member) / pairs.per_member(p, pairs.edge_member) + torch.log(z)
     return loss, grad
 
 
 @dataclass(frozen=True)
 class UMAPObjective:
-    """UMAP's cross-entropy for the trainer: negatives weighted by half their head's degree,
-    as each negative pair moves both its ends."""
+    """UMAP's cross-entropy for the trainer: negative pairs weighted by their ends' degrees,
+    moving their heads only, their net push removed (see the module's docstring)."""
 
     a: float
     b: float
     repulsion_strength: float = 1.0
+    centre: bool = True
     name = "UMAP cross-entropy"
 
-    def __call__(self, y, head, tail, weight, neg_head, neg_tail, *, head_degree, negative_sample_rate):
-        return umap_loss_and_gradient(y, head, tail, weight, neg_head, neg_tail, head_degree * 0.5, a=self.a, b=self.b,
-                                      repulsion_strength=self.repulsion_strength)
+    def __call__(self, y: torch.Tensor, pairs: Pairs):
+        return umap_loss_and_gradient(y, pairs, a=self.a, b=self.b, repulsion_strength=self.repulsion_strength, centre=self.centre)
 
 
 @dataclass(frozen=True)
@@ -174,6 +198,5 @@ class TSNEObjective:
     dof: float = 1.0
     name = "t-SNE KL divergence"
 
-    def __call__(self, y, head, tail, weight, neg_head, neg_tail, *, head_degree, negative_sample_rate):
-        return tsne_loss_and_gradient(y, head, tail, weight, neg_head, neg_tail, n_cells=y.shape[0],
-                                      negative_sample_rate=negative_sample_rate, exaggeration=self.exaggeration, dof=self.dof)
+    def __call__(self, y: torch.Tensor, pairs: Pairs):
+        return tsne_loss_and_gradient(y, pairs, exaggeration=self.exaggeration, dof=self.dof)

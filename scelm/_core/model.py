@@ -21,6 +21,7 @@ class ELMModel:
     member_states: list[dict[str, np.ndarray]]  # weights and slopes of each member, float32
     alignment: np.ndarray  # (M, d, d) orthogonal; member m's map in the common frame is R_m f_m
     activation: str
+    member_r2: np.ndarray | None = None  # (M,) each aligned member's fit to the consensus, where measured
 
     def __post_init__(self):
         if not self.member_states:
@@ -47,18 +48,17 @@ class ELMModel:
         were all fitted to one target map."""
         import torch
 
-        from .alignment import procrustes_alignment
+        from .alignment import member_r2, procrustes_alignment
 
         d, n_members = members.n_out, members.n_members
         if align_on is None or n_members == 1:
-            alignment = np.broadcast_to(np.eye(d), (n_members, d, d))
-        else:
-            device = members.weights[0].device
-            with torch.no_grad():
-                blocks = [torch.as_tensor(align_on[i : i + 8192], device=device) for i in range(0, len(align_on), 8192)]
-                maps = torch.cat([members(block) for block in blocks], 1)
-            alignment = procrustes_alignment(maps.cpu().numpy())
-        return cls(front_end, members.member_states(), alignment, members.activation)
+            return cls(front_end, members.member_states(), np.broadcast_to(np.eye(d), (n_members, d, d)), members.activation)
+        device = members.weights[0].device
+        with torch.no_grad():
+            blocks = [torch.as_tensor(align_on[i : i + 8192], device=device) for i in range(0, len(align_on), 8192)]
+            maps = torch.cat([members(block) for block in blocks], 1).cpu().numpy()
+        alignment = procrustes_alignment(maps)
+        return cls(front_end, members.member_states(), alignment, members.activation, member_r2(maps, alignment))
 
     def encoder(self):
         """The consensus as a torch module (:class:`~scelm._core.encoder.ConsensusEncoder`)."""

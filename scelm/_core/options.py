@@ -24,3 +24,13 @@ KNN_METHODS = get_args(KnnMethod)
 # whose stability is below UNSTABLE gets a warning (and a red title in scelm.pl.rank_genes_elm).
 AGREEMENT_TOP = 10
 UNSTABLE = 0.5
+
+# Why a score has no p-value (rank_genes_elm's uns[key]['params']['pvals']).
+UNTESTED = {
+    "magnitude": "no test: magnitude is unsigned and has no per-cell null",
+    "weight": "no test: the weight's per-cell second moments are not accumulated",
+}
+TESTS = {
+    "separation": "Welch's t-test of the per-cell c_i . u, group against reference",
+    "position": "one-sample t-test of the per-cell c_i . u in the group, against 0",
+}

@@ -1,17 +1,25 @@
-"""Training of the encoder on UMAP's cross-entropy, one block of cells per step.
+"""Training of the encoder members on the embedding objective, one block of cells per step.
 
-Cells are shuffled once and cut into blocks of ``batch_size``. A step encodes one block,
-evaluates the loss and its closed-form gradient on the embedding over the graph edges
-that touch the block (weighted, so no repeated edge list is built) plus
-``negative_sample_rate`` uniform negatives per block cell, backpropagates the block's part
-of that gradient through the encoder once and takes one Adam step. The other ends of those
-pairs are read from a cache of the latest embedding of every cell, refreshed block by
-block; every pair moves the ends that lie in the block.
+Cells are shuffled once (seeded by ``random_state``) and cut into blocks of nearly equal size.
+A member's step encodes one block, evaluates the objective and its closed-form gradient over
+the graph edges that touch the block (each listed under every block it touches, so no
+repeated edge list is built) plus ``negative_sample_rate`` uniform negatives per block cell,
+backpropagates the block's rows of that gradient once and takes one AdamW step. The other
+ends of those pairs are read from a cache of the member's latest embedding of every cell,
+refreshed block by block. Each block cell gets every force full-batch training would give it
+(see :mod:`scelm._core.loss`), divided by the block's share of the cells: in expectation a
+step in blocks is the full-batch step restricted to the block, so both optimise one objective.
 
 One block (``batch_size >= n``) is exact full-batch gradient descent. Several blocks cost
 about the same per epoch (each cell is encoded once) but take one Adam step per block, and
-activations are held for one block only. At 100,000 cells, 200 epochs of 20 blocks reach
-trustworthiness 0.937 in 62 s where 300 full-batch steps reach 0.911 in 107 s (2 CPU cores).
+activations are held for one block only.
+
+Every member owns its random streams (its layout rows, block order and negatives), seeded
+from ``(random_state, member)``: a member's fit depends on nothing else, so threads on CPU and
+one batched stack on a GPU only schedule the work, and the same ``random_state`` gives the
+same map on any number of cores. Members in one stack may visit different blocks at one step;
+blocks differ in size by at most one cell, so the stack pads the shorter ones by repeating a
+row whose gradient is dropped.
 
 Everything stays on ``device``; the host reads the loss only when the progress bar is
 refreshed. With ``bfloat16`` the encoder's forward and backward run under autocast (for
@@ -21,6 +29,10 @@ GPUs); the weights stay float32, so the Jacobians computed afterwards are exact 
 from __future__ import annotations
 
 import math
+import os
+import threading
+from collections.abc import Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,7 +40,7 @@ import torch
 
 from .encoder import StackedEncoder
 from .graph import EdgeList
-from .loss import TSNEObjective, UMAPObjective
+from .loss import Pairs, TSNEObjective, UMAPObjective, negative_weight
 
 PROGRESS_EVERY = 25
 # Defaults measured on simulated data from 1,000 to 200,000 cells (bench_scale.py): blocks
@@ -42,6 +54,15 @@ BLOCKS_PER_EPOCH = 20
 LAYOUT_STEPS = 100
 # Cells per step of that regression: a smooth low-dimensional target needs no full batch.
 LAYOUT_BATCH = 1024
+# On CPU, full-batch members train in CPU_GROUPS stacks (a step is mostly per-call overhead,
+# which a stack pays once for its members) and members in blocks one by one (a step is mostly
+# arithmetic, and one member per thread scales with the cores). Measured on 2 cores:
+# pbmc68k_reduced, 10 members in 2 stacks of 5 2.6 s, 10 stacks of 1 4.8 s; 10,000 cells,
+# 4 members one by one 20 s, in 2 stacks of 2 18 s. Fixed by the fit, not by the thread count,
+# so the schedule never changes a member's arithmetic.
+CPU_GROUPS = 2
+# Spawn key of a member's training streams (its initial weights use the member seed itself).
+STREAM_KEY = 1
 
 
 def default_batch_size(n_obs: int) -> int:
@@ -69,13 +90,18 @@ class BlockPlan:
     """Cells renumbered so that each block is a contiguous range, and every edge listed
     under each block it touches (once if both ends share a block)."""
 
-    bounds: list[int]  # block k holds cells bounds[k]:bounds[k + 1]
+    bounds: list[int]  # block k holds cells bounds[k]:bounds[k + 1]; sizes differ by at most 1
     edge_bounds: list[int]  # its edges are head[edge_bounds[k]:edge_bounds[k + 1]], ...
     head: torch.Tensor
     tail: torch.Tensor
     weight: torch.Tensor
     degree: torch.Tensor  # per renumbered cell
     order: torch.Tensor  # renumbered cell i is original cell order[i]
+    total_weight: float  # of every edge once
+
+    @property
+    def n_blocks(self) -> int:
+        return len(self.bounds) - 1
 
 
 def plan_blocks(edges: EdgeList, batch_size: int, generator: torch.Generator, device: torch.device) -> BlockPlan:
@@ -90,8 +116,10 @@ def plan_blocks(edges: EdgeList, batch_size: int, generator: torch.Generator, de
     tail = new_id[torch.as_tensor(edges.tail)]
     weight = torch.as_tensor(edges.weight)
     degree = torch.zeros(n).index_add_(0, head, weight).index_add_(0, tail, weight)
-    size = math.ceil(n / n_blocks)
-    block_h, block_t = head // size, tail // size
+    bounds = [k * n // n_blocks for k in range(n_blocks + 1)]
+    inner = torch.tensor(bounds[1:-1], dtype=torch.int32)
+    block_h = torch.bucketize(head, inner, right=True, out_int32=True)
+    block_t = torch.bucketize(tail, inner, right=True, out_int32=True)
     cross = torch.nonzero(block_h != block_t).squeeze(1).int()
     # Each edge under its head's block, and again under its tail's block when that differs.
     idx = torch.cat([torch.arange(head.shape[0], dtype=torch.int32), cross])
@@ -102,11 +130,24 @@ def plan_blocks(edges: EdgeList, batch_size: int, generator: torch.Generator, de
     del perm
     edge_bounds = torch.searchsorted(key, torch.arange(n_blocks + 1, dtype=torch.int32)).tolist()
     return BlockPlan(
-        bounds=[min(k * size, n) for k in range(n_blocks + 1)],
-        edge_bounds=edge_bounds,
+        bounds=bounds, edge_bounds=edge_bounds,
         head=head[idx].to(device), tail=tail[idx].to(device), weight=weight[idx].to(device),
-        degree=degree.to(device), order=order.long().to(device),
+        degree=degree.to(device), order=order.long().to(device), total_weight=float(weight.double().sum()),
     )
+
+
+@dataclass
+class MemberStream:
+    """One member's random numbers: its block order (host) and its layout rows and
+    negatives (drawn on the device)."""
+
+    blocks: torch.Generator
+    draws: torch.Generator
+
+    @classmethod
+    def of(cls, member_seed: int, device: torch.device) -> MemberStream:
+        blocks, draws = (int(s) for s in np.random.SeedSequence([member_seed, STREAM_KEY]).generate_state(2))
+        return cls(torch.Generator().manual_seed(blocks), torch.Generator(device=device).manual_seed(draws))
 
 
 def adamw(stack: StackedEncoder, learning_rate: float, weight_decay: float) -> torch.optim.AdamW:
@@ -115,13 +156,21 @@ def adamw(stack: StackedEncoder, learning_rate: float, weight_decay: float) -> t
     return torch.optim.AdamW(stack.parameters(), lr=learning_rate, weight_decay=weight_decay, fused=True)
 
 
+def _random_rows(n: int, size: int, generator, device) -> torch.Tensor:
+    """``size`` random cells: ``(size,)`` from one generator, ``(M, size)`` from one per member."""
+    if isinstance(generator, torch.Generator):
+        return torch.randint(0, n, (size,), generator=generator, device=device)
+    return torch.stack([torch.randint(0, n, (size,), generator=g, device=device) for g in generator])
+
+
 def fit_to_layout(
     stack: StackedEncoder, zt: torch.Tensor, layout: torch.Tensor, steps: int, *, learning_rate: float,
-    batch_size: int, generator: torch.Generator, weight_decay: float = 0.0,
+    batch_size: int, generator: torch.Generator | Sequence[torch.Generator], weight_decay: float = 0.0,
     validation: tuple[torch.Tensor, torch.Tensor] | None = None, check_every: int = 50, patience: int = 8,
 ) -> np.ndarray:
     """Regress every member onto ``layout`` (n x d) by mean squared error: up to ``steps``
-    AdamW steps, each on all cells or on ``batch_size`` random ones.
+    AdamW steps, each on all cells or on ``batch_size`` random ones (the same for every
+    member from one ``generator``, each member its own from one generator per member).
 
     With ``validation=(z, layout)`` of held-out cells, their MSE (mean over members) is
     checked every ``check_every`` steps; training stops after ``patience`` checks without
@@ -131,7 +180,7 @@ def fit_to_layout(
     n, checks = zt.shape[0], []
     best, since_best = None, 0
     for step in range(1, steps + 1):
-        rows = torch.randint(0, n, (batch_size,), generator=generator, device=zt.device) if batch_size < n else slice(None)
+        rows = _random_rows(n, batch_size, generator, zt.device) if batch_size < n else slice(None)
         # Summed over members, so each member gets the gradient of its own MSE.
         loss = (stack(zt[rows]) - layout[rows]).pow(2).mean((1, 2)).sum()
         optimizer.zero_grad(set_to_none=True)
@@ -150,143 +199,240 @@ def fit_to_layout(
     return np.asarray(checks, dtype=np.float32)
 
 
-def member_threads(device: torch.device, n_members: int) -> int:
-    """How many members train at once, each group in its own thread: one batched stack on a
-    GPU; on CPU, one thread per core (torch's thread count), since one member's small
-    matrix products keep one core busy and intra-op threads gain almost nothing there
-    (measured on 2 cores at 10,000 cells: 2 threads 7.4 s, 1 thread 7.7 s per member, and
-    2 members in 2 threads 7.4 s). The only place the device picks this."""
-    return 1 if device.type == "cuda" else max(1, min(n_members, torch.get_num_threads()))
+def member_groups(n_members: int, n_blocks: int, device: torch.device) -> list[list[int]]:
+    """Which members train together in one stack: all of them on a GPU (one batched network,
+    one kernel per layer for all); on CPU, ``CPU_GROUPS`` stacks of consecutive members at
+    full batch and one member per stack in blocks, whatever the number of threads. The only
+    place the device picks this."""
+    if device.type == "cuda":
+        size = n_members
+    else:
+        size = math.ceil(n_members / CPU_GROUPS) if n_blocks == 1 else 1
+    return [list(range(i, min(i + size, n_members))) for i in range(0, n_members, size)]
+
+
+def training_threads(device: torch.device, n_groups: int, n_jobs: int = 1) -> int:
+    """Threads that train the groups at once: one on a GPU; on CPU ``n_jobs`` (scanpy's
+    ``sc.settings.n_jobs``) where it is raised above its default 1 (-1: every core), else
+    torch's thread count. One member's small matrix products keep one core busy, and
+    intra-op threads gain almost nothing there (measured on 2 cores at 10,000 cells: 2
+    threads 7.4 s, 1 thread 7.7 s per member, and 2 members in 2 threads 7.4 s)."""
+    if device.type == "cuda":
+        return 1
+    if n_jobs == -1:
+        cores = os.cpu_count() or 1
+    else:
+        cores = n_jobs if n_jobs > 1 else torch.get_num_threads()
+    return max(1, min(n_groups, cores))
+
+
+_INTRA_OP = threading.Lock()
+_intra_op_holders = [0, 1]  # fits running, torch's thread count before the first
+
+
+@contextmanager
+def one_intra_op_thread(device: torch.device):
+    """Torch's intra-op threads set to 1 while any CPU fit runs (each member's arithmetic is
+    then the same in every schedule), and restored when the last one ends: safe for fits
+    running in several threads at once."""
+    if device.type != "cpu":
+        yield
+        return
+    with _INTRA_OP:
+        if _intra_op_holders[0] == 0:
+            _intra_op_holders[1] = torch.get_num_threads()
+            torch.set_num_threads(1)
+        _intra_op_holders[0] += 1
+    try:
+        yield
+    finally:
+        with _INTRA_OP:
+            _intra_op_holders[0] -= 1
+            if _intra_op_holders[0] == 0:
+                torch.set_num_threads(_intra_op_holders[1])
+
+
+class Stopped(Exception):
+    """Raised in a training thread when the fit was interrupted."""
 
 
 def train_members(
-    stack: StackedEncoder, z: np.ndarray, edges: EdgeList, config: TrainConfig, *, progress: bool, threads: int = 1, **fit
+    stack: StackedEncoder, z: np.ndarray, edges: EdgeList, config: TrainConfig, *, member_seeds: Sequence[int],
+    layout: np.ndarray | None = None, device: torch.device, seed: int, progress: bool, threads: int | None = None,
+    n_jobs: int = 1, desc: str = "training",
 ) -> tuple[StackedEncoder, np.ndarray]:
-    """Fit every member of ``stack`` as :func:`train_encoder` does (``fit``: its ``layout``,
-    ``device`` and ``seed``). Members differ by their initial weights
-    and negative samples; with ``threads > 1`` they are dealt round-robin into that many
-    stacks, each trained in its own thread with one intra-op thread, on one shared plan of
-    blocks visited in each thread's own order. Returns the trained
-    stack (members in their order) and the mean block loss of every epoch,
+    """Fit every member of ``stack``: first onto ``layout`` (if given, for
+    ``config.layout_steps``), then on ``config.objective``. The blocks are cut once from
+    ``seed``; member m draws everything else from its own stream of ``member_seeds[m]``.
+    The groups of :func:`member_groups` train in ``threads`` threads (default:
+    :func:`training_threads` of ``n_jobs``; Ctrl-C stops them within a step). Returns
+    the trained stack (members in their order) and the mean block loss of every epoch,
     ``(n_members, n_epochs)`` float32."""
-    from concurrent.futures import ThreadPoolExecutor
+    from tqdm.auto import tqdm
 
-    from tqdm import tqdm
+    plan = plan_blocks(edges, config.batch_size, torch.Generator().manual_seed(seed), device)
+    zt = torch.as_tensor(z, dtype=torch.float32).to(device)[plan.order]  # copied once, renumbered, shared
+    lt = None if layout is None else torch.as_tensor(layout, dtype=torch.float32).to(device)[plan.order]
+    states, groups, stop = stack.member_states(), member_groups(stack.n_members, plan.n_blocks, device), threading.Event()
+    threads = training_threads(device, len(groups), n_jobs) if threads is None else threads
+    bar = tqdm(total=config.n_epochs * stack.n_members, desc=desc, unit="member-epoch", disable=not progress, mininterval=1.0)
 
-    n_members = stack.n_members
-    bar = tqdm(total=config.n_epochs * n_members, desc="parametric UMAP", unit="epoch", disable=not progress,
-               mininterval=1.0)
-    if threads <= 1:
-        history = train_encoder(stack, z, edges, config, bar=bar, **fit)
-        bar.close()
-        return stack, history
-    groups = [list(range(i, n_members, threads)) for i in range(threads)]
-    states = stack.member_states()
-    parts = [StackedEncoder.from_states([states[m] for m in g], stack.activation) for g in groups]
-    intra = torch.get_num_threads()
-    torch.set_num_threads(1)
+    def train(group: list[int]):
+        part = StackedEncoder.from_states([states[m] for m in group], stack.activation).to(device)
+        streams = [MemberStream.of(member_seeds[m], device) for m in group]
+        return part, train_group(part, zt, lt, plan, config, streams=streams, bar=bar, stop=stop)
+
     try:
-        with ThreadPoolExecutor(threads) as pool:
-            # Each group its own streams of blocks and negatives, independent of other seeds'.
-            seed = fit.pop("seed")
-            seeds = [int(np.random.SeedSequence([seed, i]).generate_state(1)[0]) for i in range(threads)]
-            # One plan of blocks for all groups (its edge lists are training's largest arrays).
-            plan = plan_blocks(edges, config.batch_size, torch.Generator().manual_seed(seed), fit["device"])
-            futures = [
-                pool.submit(train_encoder, part, z, edges, config, seed=s, bar=bar, plan=plan, **fit) for part, s in zip(parts, seeds)
-            ]
-            histories = [f.result() for f in futures]
+        with one_intra_op_thread(device):
+            results = [train(g) for g in groups] if threads <= 1 else _in_threads(train, groups, threads, stop)
     finally:
-        torch.set_num_threads(intra)
         bar.close()
-    trained = [None] * n_members
-    history = np.empty((n_members, config.n_epochs), dtype=np.float32)
-    for g, part, h in zip(groups, parts, histories):
-        for j, m in enumerate(g):
-            trained[m] = part.member_states()[j]
-            history[m] = h[j]
-    return StackedEncoder.from_states(trained, stack.activation).to(fit["device"]), history
+    trained = [state for part, _ in results for state in part.member_states()]
+    history = np.concatenate([h for _, h in results])
+    if not np.all(np.isfinite(history)):
+        raise ValueError(f"The {config.objective.name} became NaN/inf during training; lower learning_rate or check the input.")
+    return StackedEncoder.from_states(trained, stack.activation).to(device), history
 
 
-def train_encoder(
-    stack: StackedEncoder,
-    z: np.ndarray,
-    edges: EdgeList,
-    config: TrainConfig,
-    *,
-    layout: np.ndarray | None = None,
-    device: torch.device,
-    seed: int,
-    bar=None,
-    plan: BlockPlan | None = None,
+def _in_threads(fn, groups: list, threads: int, stop: threading.Event) -> list:
+    """``fn`` of every group in ``threads`` threads. On Ctrl-C (which lands in the main
+    thread, here) or an error in one thread, the others stop at their next step."""
+    from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+
+    pool = ThreadPoolExecutor(threads)
+    futures = [pool.submit(fn, g) for g in groups]
+    try:
+        wait(futures, return_when=FIRST_EXCEPTION)
+    finally:
+        stop.set()
+        pool.shutdown(wait=True, cancel_futures=True)
+    errors = [f.exception() for f in futures if not f.cancelled() and f.exception() is not None]
+    if raised := [e for e in errors if not isinstance(e, Stopped)]:
+        raise raised[0]
+    return [f.result() for f in futures]
+
+
+def train_group(
+    stack: StackedEncoder, zt: torch.Tensor, layout: torch.Tensor | None, plan: BlockPlan, config: TrainConfig, *,
+    streams: Sequence[MemberStream], bar=None, stop: threading.Event | None = None,
 ) -> np.ndarray:
-    """Fit every member of one ``stack`` in place: first onto ``layout`` (if given, for
-    ``config.layout_steps``), then on UMAP's loss; all of them see the same blocks (those of
-    ``plan``, else drawn from ``seed``), in an order drawn from ``seed``. ``bar``: a tqdm bar
-    advanced by one per member and epoch."""
-    stack.to(device).train()
-    host_gen = torch.Generator().manual_seed(seed)  # partition and block order (host-side ints)
-    gen = torch.Generator(device=device).manual_seed(seed)  # layout rows and negatives, drawn where used
-    n = edges.n_nodes
-    zt = torch.as_tensor(z, dtype=torch.float32).to(device)  # copied to the device once
+    """Fit the members of one ``stack`` in place on the renumbered inputs ``zt`` (and
+    ``layout``), member m from ``streams[m]``. ``bar``: a tqdm bar advanced by one per member
+    and epoch. Returns the mean block loss per member and epoch."""
+    stack.train()
+    n, n_members = zt.shape[0], stack.n_members
     if layout is not None and config.layout_steps > 0:
         fit_to_layout(
-            stack, zt, torch.as_tensor(layout, dtype=torch.float32).to(device), config.layout_steps,
-            learning_rate=config.learning_rate, batch_size=min(n, config.batch_size, LAYOUT_BATCH), generator=gen,
+            stack, zt, layout, config.layout_steps, learning_rate=config.learning_rate,
+            batch_size=min(n, config.batch_size, LAYOUT_BATCH), generator=[s.draws for s in streams],
         )
-    plan = plan if plan is not None else plan_blocks(edges, config.batch_size, host_gen, device)
-    n_blocks = len(plan.bounds) - 1
-    zt = zt[plan.order]
-    cache = torch.empty(n, stack.n_members, stack.n_out, device=device)  # latest embedding, per member
+    cache = torch.empty(n, n_members, stack.n_out, device=zt.device)  # latest embedding, per member
     with torch.no_grad():
         for lo, hi in zip(plan.bounds[:-1], plan.bounds[1:]):
             cache[lo:hi] = stack(zt[lo:hi]).transpose(0, 1)
-
     optimizer = adamw(stack, config.learning_rate, config.weight_decay)
     (group,) = optimizer.param_groups
     # Linear decay to zero over all steps, as umap-learn anneals its SGD step (set by hand:
     # a LambdaLR scheduler cost a tenth of each step on CPU).
-    total_steps, step = config.n_epochs * n_blocks, 0
-    history = torch.zeros(config.n_epochs, stack.n_members, device=device)
+    total_steps, step = config.n_epochs * plan.n_blocks, 0
+    history = torch.zeros(config.n_epochs, n_members, device=zt.device)
+    # With one block every step reads the same indices: built once.
+    fixed = _step_index(plan, [0] * n_members, n_members, config.negative_sample_rate) if plan.n_blocks == 1 else None
     for epoch in range(config.n_epochs):
-        for k in torch.randperm(n_blocks, generator=host_gen).tolist():
+        orders = torch.stack([torch.randperm(plan.n_blocks, generator=s.blocks) for s in streams], 1).tolist()
+        for blocks in orders:  # one block per member
+            if stop is not None and stop.is_set():
+                raise Stopped
             optimizer.zero_grad(set_to_none=True)
-            loss = _block_step(stack, zt, cache, plan, k, config, gen)
+            index = fixed or _step_index(plan, blocks, n_members, config.negative_sample_rate)
+            loss = _block_step(stack, zt, cache, plan.degree, index, config, streams)
             optimizer.step()
             step += 1
             group["lr"] = config.learning_rate * (1.0 - step / total_steps)
-            history[epoch] += loss.detach() / n_blocks
+            history[epoch] += loss.detach() / plan.n_blocks
         if bar is not None and not bar.disable:
-            bar.update(stack.n_members)
+            bar.update(n_members)
             if epoch % PROGRESS_EVERY == 0 or epoch == config.n_epochs - 1:
                 bar.set_postfix(loss=f"{history[epoch].mean().item():.4f}", refresh=False)
     stack.eval()
-    hist = history.T.cpu().numpy()
-    if not np.all(np.isfinite(hist)):
-        raise ValueError(
-            f"The {config.objective.name} became NaN/inf during training; lower learning_rate or check the input."
-        )
-    return hist
+    return history.T.cpu().numpy()
+
+
+@dataclass
+class _StepIndex:
+    """What one step reads, for given blocks of the members (row i * M + m of the flat
+    cache is cell i of member m): the rows each member encodes, its attracting edges with the
+    share of each edge's loss the block counts, and its negatives' heads and weights."""
+
+    blocks: slice | torch.Tensor  # the encoder's input rows: a slice, or (M, width) when blocks differ
+    flat_rows: torch.Tensor  # (M * width,) rows of the flat cache they fill
+    pad: torch.Tensor | None  # (M, width, 1) 0 on rows repeated to fill a short block
+    heads: list[torch.Tensor]  # per member, the cells of its negatives' heads
+    head_degree: torch.Tensor  # their degrees, members concatenated
+    pairs: Pairs  # negatives' tails and weights left to each step
+
+
+def _step_index(plan: BlockPlan, blocks: Sequence[int], n_members: int, rate: int) -> _StepIndex:
+    device, n = plan.degree.device, plan.degree.shape[0]
+    lo = [plan.bounds[k] for k in blocks]
+    size = [plan.bounds[k + 1] - plan.bounds[k] for k in blocks]
+    width = max(size)
+    member = torch.arange(n_members, device=device)
+    if len(set(lo)) == 1:  # every member on one block: no gather, no padding
+        rows, pad = slice(lo[0], lo[0] + width), None
+        flat_rows = (torch.arange(lo[0], lo[0] + width, device=device)[:, None] * n_members + member).T.reshape(-1)
+    else:
+        offset = torch.arange(width, device=device)
+        size_t = torch.tensor(size, device=device)
+        rows = torch.tensor(lo, device=device)[:, None] + torch.minimum(offset, size_t[:, None] - 1)  # short blocks repeat a row
+        flat_rows = (rows * n_members + member[:, None]).reshape(-1)
+        pad = (offset < size_t[:, None]).unsqueeze(-1).float() if min(size) < width else None
+    heads = [torch.arange(a, a + s, device=device).repeat_interleave(rate) for a, s in zip(lo, size)]
+    edges = []
+    for m, (k, a, s) in enumerate(zip(blocks, lo, size)):
+        e = slice(plan.edge_bounds[k], plan.edge_bounds[k + 1])
+        head, tail, weight = plan.head[e], plan.tail[e], plan.weight[e]
+        # An edge with one end outside the block moves only its block end: half its loss.
+        outside = (head < a) | (head >= a + s) | (tail < a) | (tail >= a + s)
+        ends = 1.0 - 0.5 * outside.float()
+        head, tail = head.long(), tail.long()  # index_add_ with int32 indices is 10x slower on CPU
+        if n_members > 1:
+            head, tail = head * n_members + m, tail * n_members + m
+        edges.append((head, tail, weight, ends, torch.full(head.shape, m, device=device)))
+    head, tail, weight, ends, edge_member = (torch.cat(p) for p in zip(*edges))
+    neg_head = torch.cat([h * n_members + m for m, h in enumerate(heads)])
+    neg_member = torch.cat([torch.full(h.shape, m, device=device) for m, h in enumerate(heads)])
+    pairs = Pairs(
+        head, tail, weight, neg_head, neg_head, None,
+        scale=plan.total_weight * torch.tensor(size, device=device, dtype=weight.dtype) / n, n_cells=n,
+        negative_sample_rate=rate, edge_member=edge_member if n_members > 1 else None,
+        neg_member=neg_member if n_members > 1 else None, ends=ends,
+    )
+    return _StepIndex(rows, flat_rows, pad, heads, torch.cat([plan.degree[h] for h in heads]), pairs)
+
+
+def _other_cells(head: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
+    """One uniform draw among the n - 1 cells other than each ``head``."""
+    tail = torch.randint(0, n - 1, head.shape, generator=generator, device=head.device)
+    return tail + (tail >= head).long()
 
 
 def _block_step(
-    stack: StackedEncoder, zt: torch.Tensor, cache: torch.Tensor, plan: BlockPlan, k: int, config: TrainConfig,
-    gen: torch.Generator,
+    stack: StackedEncoder, zt: torch.Tensor, cache: torch.Tensor, degree: torch.Tensor, index: _StepIndex, config: TrainConfig,
+    streams: Sequence[MemberStream],
 ) -> torch.Tensor:
-    """Encode block ``k``, refresh its rows of ``cache`` and accumulate the gradient of the
-    objective in the encoder's parameters (one backward); returns the loss per member."""
-    device, m, n_members = cache.device, config.negative_sample_rate, stack.n_members
-    lo, hi = plan.bounds[k], plan.bounds[k + 1]
-    e_lo, e_hi = plan.edge_bounds[k], plan.edge_bounds[k + 1]
-    neg_head = torch.arange(lo, hi, device=device).repeat_interleave(m)
+    """Encode each member's block, refresh its rows of ``cache`` and accumulate the gradient
+    of the objective in the encoder's parameters (one backward); returns the loss per member."""
+    n, n_members, d = cache.shape
+    with torch.autocast(cache.device.type, dtype=torch.bfloat16, enabled=config.bfloat16):
+        y = stack(zt[index.blocks]).float()  # (members, width, d); distances and loss in float32
+    flat = cache.view(n * n_members, d)
+    flat[index.flat_rows] = y.detach().reshape(-1, d)
     # Each member its own negatives, so members' maps vary as independent fits would.
-    neg_tail = torch.randint(0, cache.shape[0], (neg_head.shape[0], n_members), device=device, generator=gen)
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bfloat16):
-        y = stack(zt[lo:hi]).float()  # (members, block, d); distances and loss in float32
-    cache[lo:hi] = y.detach().transpose(0, 1)
-    loss, grad = config.objective(
-        cache, plan.head[e_lo:e_hi], plan.tail[e_lo:e_hi], plan.weight[e_lo:e_hi], neg_head, neg_tail,
-        head_degree=plan.degree[lo:hi].repeat_interleave(m), negative_sample_rate=m,
-    )
-    y.backward(grad[lo:hi].transpose(0, 1))  # one backward through the encoder, block ends only
+    tails = torch.cat([_other_cells(h, n, s.draws) for h, s in zip(index.heads, streams)])
+    index.pairs.neg_weight = negative_weight(index.head_degree, degree.index_select(0, tails))
+    index.pairs.neg_tail = tails if n_members == 1 else tails * n_members + index.pairs.neg_member
+    loss, grad = config.objective(flat, index.pairs)
+    grad_rows = grad.index_select(0, index.flat_rows).view(y.shape)
+    y.backward(grad_rows if index.pad is None else grad_rows * index.pad)  # block rows only, each once
     return loss

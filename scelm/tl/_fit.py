@@ -18,6 +18,8 @@ from ._write import compute_outputs, jacobian_storage, log_written, write_output
 
 # Cells whose maps the members' alignment is fitted on (a fixed random subset above).
 ALIGN_CELLS = 50_000
+# A member whose aligned map fits the consensus with R^2 below this gets a warning.
+MEMBER_FIT_MIN = 0.5
 
 
 def start_layout(adata: AnnData, init: str, z: np.ndarray, edges, n_components: int, seed: int) -> np.ndarray | None:
@@ -41,7 +43,7 @@ def fit_embedding(adata: AnnData, p, dev, *, edges_of: Callable, objective, what
     and training on ``objective``: the fitted model and its input."""
     from .._core.encoder import StackedEncoder
     from .._core.frontend import fit_front_end
-    from .._core.train import LAYOUT_STEPS, TrainConfig, member_threads, train_members
+    from .._core.train import LAYOUT_STEPS, TrainConfig, train_members
 
     X, genes, use_raw, loadings = model_input(adata, layer=p.layer, use_raw=p.use_raw, mask_var=p.mask_var, use_rep=p.use_rep)
     jacobian_storage(genes, p.store_jacobian, p.jacobian_genes)  # a bad value fails now, not after training
@@ -58,8 +60,8 @@ def fit_embedding(adata: AnnData, p, dev, *, edges_of: Callable, objective, what
     stack = StackedEncoder.random(front_end.n_in, p.hidden, p.n_components, seeds=seeds, activation=p.activation)
     layout = start_layout(adata, p.init, z, edges, p.n_components, p.random_state)
     stack, history = train_members(
-        stack, z, edges, config, layout=layout, device=dev, seed=p.random_state, progress=settings.verbosity >= 1,
-        threads=member_threads(dev, p.n_models),
+        stack, z, edges, config, member_seeds=seeds, layout=layout, device=dev, seed=p.random_state,
+        progress=settings.verbosity >= 1, n_jobs=settings.n_jobs, desc=what,
     )
     params = p.stored(
         **resolved, use_raw=use_raw, device=str(dev), member_seeds=np.asarray(seeds),
@@ -67,7 +69,18 @@ def fit_embedding(adata: AnnData, p, dev, *, edges_of: Callable, objective, what
     )
     align_on = z[np.random.default_rng(p.random_state).permutation(len(z))[:ALIGN_CELLS]]
     model = ELMModel.from_members(front_end, stack, align_on=align_on)
+    _warn_misfits(model.member_r2)
     return StoredModel(genes, model, params, history), X
+
+
+def _warn_misfits(r2: np.ndarray | None) -> None:
+    """Warn about members whose map the consensus does not describe (``uns[key]['member_r2']``)."""
+    if r2 is not None and (bad := np.flatnonzero(r2 < MEMBER_FIT_MIN)).size:
+        logg.warning(
+            f"models {bad.tolist()} of the ensemble fit the consensus map with R^2 {np.round(r2[bad], 2).tolist()} "
+            f"(< {MEMBER_FIT_MIN}): they laid the cells out differently, and the consensus averages unlike maps. "
+            "Check the starting layout (init=) or fit more epochs."
+        )
 
 
 def fit_and_write(adata: AnnData, p, *, device, key_added: str, copy: bool, edges_of, objective, what: str) -> AnnData | None:

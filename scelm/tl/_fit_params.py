@@ -60,6 +60,25 @@ def _check_init(adata: AnnData, init, n_components: int) -> str:
     return init
 
 
+def _check_members(n_models, init: str, n_obs: int) -> int:
+    """Members of the ensemble. From random weights (``init='random'``) each member finds its
+    own arrangement of the clusters, which no rotation brings onto another's, so their
+    consensus would be a blur: one model only."""
+    from scanpy import logging as logg
+
+    if init != "random":
+        return default_members(n_obs) if n_models is None else _checks.positive_int("n_models", n_models)
+    if n_models is None:
+        logg.warning("init='random': fitting one model (members from random starts share no layout to average).")
+        return 1
+    if _checks.positive_int("n_models", n_models) > 1:
+        raise ValueError(
+            f"init='random' with n_models={n_models}: members from random starts lay the clusters out differently and "
+            "their consensus would blur them. Pass n_models=1, or a shared start (init='pca', 'spectral' or an obsm key)."
+        )
+    return 1
+
+
 def _check_neighbors_key(value) -> str | None | bool:
     if value is None or value is False or isinstance(value, str):
         return value
@@ -120,7 +139,7 @@ class EncoderParams:
         given = a["train_batch_size"]
         a["train_batch_size"] = min(n_obs, default_batch_size(n_obs) if given is None else _checks.positive_int("train_batch_size", given))
         a["n_epochs"] = cls.default_epochs(n_obs, a["init"]) if a["n_epochs"] is None else _checks.positive_int("n_epochs", a["n_epochs"])
-        a["n_models"] = default_members(n_obs) if a["n_models"] is None else _checks.positive_int("n_models", a["n_models"])
+        a["n_models"] = _check_members(a["n_models"], a["init"], n_obs)
         seed = a["random_state"]
         a["random_state"] = int(np.random.SeedSequence(seed).generate_state(1)[0]) if seed is None else int(seed)
         return cls(**cls.check_own(adata, a))

@@ -11,7 +11,7 @@ from scanpy import logging as logg
 
 from .. import _keys
 from .._core.blocks import BLOCK_ROWS, GeneColumns
-from .._core.options import AGREEMENT_TOP, CORR_METHODS, SCORES, UNSTABLE, CorrMethod, Score
+from .._core.options import AGREEMENT_TOP, CORR_METHODS, SCORES, TESTS, UNSTABLE, UNTESTED, CorrMethod, Score
 from .._docs import doc_batch_device, doc_copy, doc_params
 from .._input import check_adata, group_labels, source_matrix
 from .._model import StoredModel
@@ -204,7 +204,7 @@ class _ELMRanking:
         stability, whether it or its reference is too small for p-values)."""
         from scipy import stats
 
-        from .._core.ranking import group_scores, member_agreement, rank_order, resampled_agreement
+        from .._core.ranking import group_scores, member_agreement, rank_order, seed_agreement
 
         gi, rest = self.present.index(g), self._reference(g)
         s = group_scores(self.moments.pooled([gi]), self.moments.pooled(rest), self.model.n_members, self.model.n_components)
@@ -212,29 +212,35 @@ class _ELMRanking:
         mean_g, mean_r = self.means[gi], (self.means[rest] * weights[:, None]).sum(0) / weights.sum()
         parts = s.members.member_parts(score).cpu().numpy()  # (M, model genes); the score is their mean
         n_members = parts.shape[0]
-        values, se, pvals = np.zeros(n_genes), np.zeros(n_genes), np.ones(n_genes)
+        values, se = np.zeros(n_genes), np.zeros(n_genes)
         values[self.pos] = s.scores[score]
         if n_members > 1:
             se[self.pos] = parts.std(0, ddof=1) / np.sqrt(n_members)
         small = min(int(self.counts[g]), int(weights.sum())) < 2
-        if not small:
-            pvals[self.pos] = 2.0 * stats.t.sf(np.abs(s.t), s.dof)
+        tested = np.zeros(n_genes, dtype=bool)
+        tested[self.pos] = True
+        if score in s.tests:
+            pvals = np.ones(n_genes)
+            if not small:
+                t, dof = s.tests[score]
+                pvals[self.pos] = 2.0 * stats.t.sf(np.abs(t), dof)
+            pvals_adj = _adjust(pvals, tested, corr_method)
+        else:
+            pvals = pvals_adj = np.full(n_genes, np.nan)
         lower = mean_g < mean_r
         order = rank_order(values, lower)  # expressed-or-higher genes first, then by score
         agree, rank_sd = member_agreement(rank_order(parts, lower[self.pos]), AGREEMENT_TOP)
         full_rank_sd = np.full(n_genes, np.nan)
         full_rank_sd[self.pos] = rank_sd
-        tested = np.zeros(n_genes, dtype=bool)
-        tested[self.pos] = True
         expm1 = _expm1(self.adata)
         columns = dict(
             names=self.genes[order].astype(object), scores=values[order].astype(np.float32),
             logfoldchanges=np.log2((expm1(mean_g) + 1e-9) / (expm1(mean_r) + 1e-9))[order].astype(np.float32),
-            pvals=pvals[order], pvals_adj=_adjust(pvals, tested, corr_method)[order], lower_in_group=lower[order],
+            pvals=pvals[order], pvals_adj=pvals_adj[order], lower_in_group=lower[order],
             scores_se=se[order].astype(np.float32), rank_sd=full_rank_sd[order].astype(np.float32),
         )
         summary = dict(centroid_distance=s.distance, member_agreement=agree,
-                       stability=resampled_agreement(s.members, score, lower[self.pos], AGREEMENT_TOP), small=small)
+                       stability=seed_agreement(s.members, score, lower[self.pos], AGREEMENT_TOP), small=small)
         return columns, summary
 
     def result(self, score: str, corr_method: str) -> dict:
@@ -254,5 +260,6 @@ class _ELMRanking:
         result["params"] = dict(
             groupby=self.groupby, reference=self.reference, method="elm", use_raw=self.use_raw, layer=self.layer,
             corr_method=corr_method, score=score, n_models=self.model.n_members, elm_key=self.elm_key,
+            pvals=TESTS.get(score) or UNTESTED[score],
         )
         return result

@@ -25,6 +25,7 @@ def transform(
     key_added: str | None = None,
     store_jacobian: bool | Literal["auto", "float32", "float16"] = "auto",
     jacobian_genes: Sequence[str] | None = None,
+    use_raw: bool | None = None,
     device: str = "auto",
     chunk_size: int = BLOCK_ROWS,
     copy: bool = False,
@@ -47,6 +48,11 @@ def transform(
         Prefix of the keys written to ``adata``; defaults to ``elm_key``.
     store_jacobian, jacobian_genes
         Jacobian layers for the query cells, as in :func:`scelm.tl.parametric_umap`.
+    use_raw
+        ``None``: read the source the model was fitted on. A model fitted on ``.raw`` raises
+        on a query without ``.raw``; pass ``use_raw=False`` when the query's ``.X`` holds the
+        same log-normalised, unscaled expression (e.g. ``adata.raw.to_adata()``). The copy
+        of the model written to the query then reads ``.X``.
     {doc_batch_device}
     {doc_copy}
 
@@ -63,7 +69,11 @@ def transform(
     model = StoredModel.from_adata(adata_ref, elm_key)
     dev = resolve_device(device)
     start = logg.info(f"embedding {adata.n_obs} cells with the model in uns[{elm_key!r}]")
-    X = model.input_matrix(adata)
+    if use_raw is not None and not isinstance(use_raw, bool):
+        raise TypeError(f"use_raw must be None, True or False, got {use_raw!r}.")
+    X = model.input_matrix(adata, use_raw)
+    if use_raw is not None:
+        model.params["use_raw"] = use_raw  # the query's copy reads where it was told to
     target = adata.copy() if copy else adata
     Y, J, stored_genes = compute_outputs(
         model, X, target.var_names, store_jacobian=store_jacobian, jacobian_genes=jacobian_genes, device=dev,
