@@ -211,3 +211,26 @@ def test_sc_pp_neighbors_graph_with_other_key(pbmc):
     sc.pp.neighbors(pbmc, n_neighbors=5, key_added="nn5")
     scelm.tl.parametric_umap(pbmc, **FAST, neighbors_key="nn5")
     assert pbmc.uns["elm"]["params"]["graph"] == "uns:nn5"
+
+
+def test_a_pca_front_end_past_the_budget_is_refused(sim, monkeypatch):
+    from scelm._settings import settings
+
+    monkeypatch.setattr(settings, "dense_max_gb", 1e-4)  # 300 genes: 3 x 300^2 float64 = 2 MB
+    with pytest.raises(ValueError, match="highly_variable_genes"):
+        scelm.tl.parametric_umap(sim, **FAST)
+    assert "X_elm" not in sim.obsm
+    scelm.tl.parametric_umap(sim, **FAST, n_pcs=None)  # the identity front end needs no covariance
+
+
+def test_gene_space_sums_equal_input_space_sums(fitted_pbmc, monkeypatch):
+    """A wide front end (n_in ~ genes) sums the members' contributions in gene space, a few
+    rows at a time: the same ranking as the input-space product."""
+    import scelm._core.ranking as ranking
+
+    scelm.tl.rank_genes_elm(fitted_pbmc, "bulk_labels", key_added="input_space")
+    monkeypatch.setattr(ranking, "INPUT_SPACE_MAX_BYTES", 1)
+    scelm.tl.rank_genes_elm(fitted_pbmc, "bulk_labels", key_added="gene_space")
+    for g in fitted_pbmc.uns["input_space"]["names"].dtype.names:
+        np.testing.assert_array_equal(fitted_pbmc.uns["gene_space"]["names"][g], fitted_pbmc.uns["input_space"]["names"][g])
+        assert rel_err(fitted_pbmc.uns["gene_space"]["scores"][g], fitted_pbmc.uns["input_space"]["scores"][g]) < 1e-6

@@ -251,8 +251,8 @@ def test_blocks_match_full_batch_quality_at_equal_steps(seed):
     z, edges = _graph(1800, seed=seed, dims=16)
     y_full, _ = _fit(z, edges, 10_000, n_epochs=1200, seed=seed)
     y_block, _ = _fit(z, edges, 300, n_epochs=200, seed=seed)
-    t_full = trustworthiness(z, y_full, n_neighbors=15)
-    t_block = trustworthiness(z, y_block, n_neighbors=15)
+    t_full = trustworthiness(z, y_full[0], n_neighbors=15)
+    t_block = trustworthiness(z, y_block[0], n_neighbors=15)
     assert abs(t_block - t_full) < 0.02, (t_block, t_full)
 
 

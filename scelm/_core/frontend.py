@@ -53,21 +53,43 @@ class LinearFrontEnd:
         return map_rows(X, lambda block: dense(block) @ W - shift, self.n_in)
 
 
+def column_moments(X, W: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Means and variances of the columns of ``X`` (of ``X @ W`` when given) from per-block
+    sums: linear memory in the columns."""
+    n = X.shape[0]
+    width = X.shape[1] if W is None else W.shape[1]
+
+    def sums(block, _) -> np.ndarray:
+        rows = dense(block) if W is None else dense(block) @ W
+        return np.concatenate([rows.sum(0), (rows**2).sum(0)])
+
+    flat = reduce_rows(X, sums, 2 * width)
+    mean = flat[:width] / n
+    return mean, np.clip(flat[width:] - n * mean**2, 0, None) / max(n - 1, 1)
+
+
+def covariance_gb(n_genes: int) -> float:
+    """Memory of a PCA front end's covariance and eigendecomposition (three g x g float64)."""
+    return 3 * n_genes**2 * 8 / 2**30
+
+
 def fit_front_end(X, *, n_pcs: int | None, center: bool, loadings: np.ndarray | None = None) -> LinearFrontEnd:
     """Given ``loadings``, PCA loadings, or the identity (``n_pcs=None``), scaled so the
     encoder sees inputs of unit RMS.
 
     PCA loadings come from the centred covariance as in ``sc.tl.pca``; whether they are
-    applied to centred expression is the separate choice ``center``.
+    applied to centred expression is the separate choice ``center``. Only PCA forms the
+    ``g x g`` covariance (:func:`covariance_gb`).
     """
     n, g = X.shape
-    mean, cov = mean_and_covariance(X)
     if loadings is not None:
-        variances = np.einsum("gp,gh,hp->p", loadings, cov, loadings)
+        mean, _ = column_moments(X)
+        variances = column_moments(X, np.asarray(loadings, dtype=np.float64))[1]
     elif n_pcs is None:
         loadings = np.eye(g)
-        variances = np.diag(cov)
+        mean, variances = column_moments(X)
     else:
+        mean, cov = mean_and_covariance(X)
         n_pcs = int(min(n_pcs, g, max(n - 1, 1)))
         evals, evecs = np.linalg.eigh(cov)
         order = np.argsort(evals)[::-1][:n_pcs]

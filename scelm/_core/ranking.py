@@ -20,6 +20,26 @@ import numpy as np
 import torch
 
 ROWS_F64 = 1024  # rows of one group turned to float64 at a time (bounds a batch's copies)
+# Above this many float64 bytes for the input-space product (genes x M d n_in: quadratic in
+# genes when the front end is the identity), the members' sums are formed in gene space,
+# from each cell's contributions, a few rows at a time: the same products, bounded memory.
+INPUT_SPACE_MAX_BYTES = 2**28
+
+
+def _member_sums(x: torch.Tensor, j: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+    """``(M d, genes)``: the members' contributions summed over the rows, from their
+    expression ``x (rows, genes)``, input-space Jacobians ``j (rows, M, d, n_in)`` and the
+    loadings ``W (genes, n_in)`` (all float64)."""
+    genes, n_in = W.shape
+    md = j.shape[1] * j.shape[2]
+    if genes * md * n_in * 8 <= INPUT_SPACE_MAX_BYTES:
+        xj = x.T @ j.flatten(1)  # (genes, M d n_in)
+        return (xj.view(genes, md, n_in) * W[:, None, :]).sum(-1).T
+    step = max(1, INPUT_SPACE_MAX_BYTES // (md * genes * 8))
+    total = torch.zeros(md, genes, dtype=x.dtype, device=x.device)
+    for lo in range(0, x.shape[0], step):  # each row's (M d, genes) contributions, a few rows at a time
+        total += ((j[lo : lo + step].flatten(1, 2) @ W.T) * x[lo : lo + step, None, :]).sum(0)
+    return total
 
 
 class GroupMoments:
@@ -53,9 +73,8 @@ class GroupMoments:
             for rows in torch.nonzero(code == g).squeeze(1).split(ROWS_F64):
                 x, j = centred[rows], jz[rows]
                 j64 = j.to(f64)
-                xj = x.to(f64).T @ j64.flatten(1)  # (genes, M d n_in)
                 self.n[g] += len(rows)
-                self.s1[g] += (xj.view(W.shape[0], -1, W.shape[1]) * W[:, None, :]).sum(-1).T
+                self.s1[g] += _member_sums(x.to(f64), j64, W)
                 self.sj[g] += j64.sum(0).flatten(0, 1) @ W.T
                 self.sy[g] += y[rows].to(f64).sum(0).flatten()
                 c = ((j.mean(1) @ loadings.T) * x[:, None, :]).to(f64)  # the consensus's (rows, d, genes)

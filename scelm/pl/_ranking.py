@@ -32,7 +32,7 @@ def rank_genes_elm(
     error bars are the standard error over the models of an ensemble, when there is one.
     Genes lower in the group than in its reference are hatched. With an ensemble, each
     gene's label carries the standard deviation of its rank over the models, and each
-    title the ranking's ``stability`` (split-half agreement of the top 10 genes, see
+    title the ranking's ``stability`` (expected top-10 agreement with another seed, see
     :func:`scelm.tl.rank_genes_elm`; red below 0.5, where it warns).
 
     Parameters

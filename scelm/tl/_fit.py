@@ -47,6 +47,7 @@ def fit_embedding(adata: AnnData, p, dev, *, edges_of: Callable, objective, what
 
     X, genes, use_raw, loadings = model_input(adata, layer=p.layer, use_raw=p.use_raw, mask_var=p.mask_var, use_rep=p.use_rep)
     jacobian_storage(genes, p.store_jacobian, p.jacobian_genes)  # a bad value fails now, not after training
+    _check_covariance(len(genes), p.n_pcs is not None and loadings is None)
     front_end = fit_front_end(X, n_pcs=p.n_pcs, center=p.center, loadings=loadings)
     z = front_end.project(X)
     edges, resolved = edges_of(z)
@@ -71,6 +72,19 @@ def fit_embedding(adata: AnnData, p, dev, *, edges_of: Callable, objective, what
     model = ELMModel.from_members(front_end, stack, align_on=align_on)
     _warn_misfits(model.member_r2)
     return StoredModel(genes, model, params, history), X
+
+
+def _check_covariance(n_genes: int, pca: bool) -> None:
+    """Refuse a PCA front end whose g x g covariance would pass ``scelm.settings.dense_max_gb``."""
+    from .._core.frontend import covariance_gb
+    from .._settings import settings as scelm_settings
+
+    if pca and (need := covariance_gb(n_genes)) > scelm_settings.dense_max_gb:
+        raise ValueError(
+            f"A PCA front end over {n_genes} genes needs {need:.1f} GB for its covariance (scelm.settings.dense_max_gb = "
+            f"{scelm_settings.dense_max_gb}). Select genes first (sc.pp.highly_variable_genes, or mask_var=), pass "
+            "use_rep= with stored PCs, or raise scelm.settings.dense_max_gb."
+        )
 
 
 def _warn_misfits(r2: np.ndarray | None) -> None:

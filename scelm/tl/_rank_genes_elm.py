@@ -121,16 +121,20 @@ def rank_genes_elm(
     change of the group and reference means of ``expm1`` expression, in the base of
     ``uns['log1p']``, as scanpy computes it),
     ``pvals``, ``pvals_adj`` (corrected over the genes the model reads, the genes tested),
-    ``lower_in_group``, ``scores_se``, ``rank_sd`` (standard deviation over the members of
+    ``lower_in_group``, ``scores_se`` (the standard error of the members' parts: a seed
+    error given the data, with M - 1 degrees of freedom), ``rank_sd`` (standard deviation over the members of
     the gene's rank in their parts of the score; NaN for one model),
     ``centroid_distance`` (in the map), ``member_agreement`` (per group, the mean pairwise
     Jaccard index of the members' top-10 genes) and ``stability`` (per group, the expected
     Jaccard index of the top-10 genes with a fit from another ``random_state``, estimated
-    from the members by bootstrap; below 0.5 a warning is logged); both NaN for one model;
-    plus ``params``. ``pvals`` come from Welch's t-test of the per-cell projected
-    contribution ``C_i . u`` between group and reference. Caveat: ``u`` and the embedding are
-    fitted on the same cells, so these p-values are optimistic; use them to order genes,
-    not as calibrated error rates.
+    from disjoint halves of the members rescaled to the ensemble's size; below 0.5 a
+    warning is logged); both NaN for one model; plus ``params``. ``pvals`` test the ranked
+    score: for ``'separation'`` Welch's t-test of the per-cell projected contribution
+    ``C_i . u`` between group and reference, for ``'position'`` the one-sample t-test of
+    ``C_i . u`` in the group; ``'magnitude'`` and ``'weight'`` have none (NaN;
+    ``params['pvals']`` says why). Caveat: ``u`` and the embedding are fitted on the same
+    cells, so these p-values are optimistic; use them to order genes, not as calibrated
+    error rates.
     """
     from .._core.device import resolve_device
 
