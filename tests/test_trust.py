@@ -322,3 +322,19 @@ def test_deletion_curve_on_sampled_cells(ranked_pbmc):
     pd.testing.assert_frame_equal(adata.uns["a"]["removed"], adata.uns["b"]["removed"])
     assert adata.uns["a"]["params"]["max_cells"] == 60
     np.testing.assert_allclose(adata.uns["a"]["removed"].to_numpy(), adata.uns["all"]["removed"].to_numpy(), atol=0.25)
+
+
+def test_random_starts_fit_one_model(sim):
+    """Members from random weights share no layout, so no consensus of them is formed."""
+    with pytest.raises(ValueError, match="n_models=1"):
+        scelm.tl.parametric_umap(sim, init="random", n_models=3, n_epochs=2)
+    scelm.tl.parametric_umap(sim, init="random", n_epochs=2, hidden=(8,), store_jacobian=False)
+    assert sim.uns["elm"]["params"]["n_models"] == 1 and "member_r2" not in sim.uns["elm"]
+
+
+def test_member_fit_to_the_consensus_is_stored(sim, tmp_path):
+    scelm.tl.parametric_umap(sim, n_models=3, n_epochs=20, hidden=(16,), store_jacobian=False)
+    r2 = np.asarray(sim.uns["elm"]["member_r2"])
+    assert r2.shape == (3,) and np.all(r2 <= 1.0) and np.all(r2 > 0.5)  # one shared start: alike maps
+    sim.write_h5ad(tmp_path / "r.h5ad")
+    np.testing.assert_array_equal(sc.read_h5ad(tmp_path / "r.h5ad").uns["elm"]["member_r2"], r2)

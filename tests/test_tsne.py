@@ -118,3 +118,30 @@ def test_tsne_separates_known_types(seed):
     Y, labels = adata.obsm["X_elm_tsne"], adata.obs["cell_type"].to_numpy()
     idx = NearestNeighbors(n_neighbors=16).fit(Y).kneighbors(Y, return_distance=False)[:, 1:]
     assert (labels[idx] == labels[:, None]).mean() > 0.9
+
+
+def test_tsne_estimator_with_few_negatives_is_nearly_unbiased():
+    """With m = 3 of n - 1 = 39 other cells as negatives, the mean gradient over many draws
+    approaches the exact all-pairs gradient (the forces are unbiased given Z; Z's ratio
+    estimate is consistent): measured 0.058 relative at 8,000 draws, 0.033 at 32,000."""
+    from scelm._core.train import _other_cells
+
+    g = torch.Generator().manual_seed(0)
+    n, m = 40, 3
+    y = torch.randn(n, 2, dtype=torch.float64, generator=g) * 2
+    iu = torch.triu_indices(n, n, 1)
+    p = torch.rand(iu.shape[1], dtype=torch.float64, generator=g)
+    p = p / (2 * p.sum())
+    ones = torch.ones(1, dtype=torch.float64)
+    all_heads = torch.arange(n).repeat_interleave(n - 1)
+    all_tails = torch.tensor([j for i in range(n) for j in range(n) if j != i])
+    exact = Pairs(iu[0], iu[1], p, all_heads, all_tails, torch.ones(len(all_heads), dtype=torch.float64), scale=ones, n_cells=n,
+                  negative_sample_rate=n - 1)
+    _, want = tsne_loss_and_gradient(y, exact, exaggeration=1.0, dof=1.0)
+    heads = torch.arange(n).repeat_interleave(m)
+    total = torch.zeros_like(want)
+    for _ in range(8000):
+        sampled = Pairs(iu[0], iu[1], p, heads, _other_cells(heads, n, g), torch.ones(len(heads), dtype=torch.float64),
+                        scale=ones, n_cells=n, negative_sample_rate=m)
+        total += tsne_loss_and_gradient(y, sampled, exaggeration=1.0, dof=1.0)[1]
+    assert rel_err(total / 8000, want) < 0.1

@@ -45,12 +45,15 @@ class LinearFrontEnd:
     def n_in(self) -> int:
         return self.loadings.shape[1]
 
+    def project_rows(self, rows) -> np.ndarray:
+        """Encoder input of rows of expression held in memory (dense or sparse), float64."""
+        W = self.loadings.astype(np.float64)
+        return dense(rows) @ W - self.reference.astype(np.float64) @ W
+
     def project(self, X) -> np.ndarray:
         """Encoder input for the rows of ``X`` (read in row blocks, or as Dask tasks),
         float32 ``(n, n_in)``."""
-        W = self.loadings.astype(np.float64)
-        shift = self.reference.astype(np.float64) @ W
-        return map_rows(X, lambda block: dense(block) @ W - shift, self.n_in)
+        return map_rows(X, self.project_rows, self.n_in)
 
 
 def column_moments(X, W: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -33,7 +33,7 @@ def rank_genes_elm(
     Genes lower in the group than in its reference are hatched. With an ensemble, each
     gene's label carries the standard deviation of its rank over the models, and each
     title the ranking's ``stability`` (expected top-10 agreement with another seed, see
-    :func:`scelm.tl.rank_genes_elm`; red below 0.5, where it warns).
+    :func:`scelm.tl.rank_genes_elm`; red below 0.55, where it warns).
 
     Parameters
     ----------

@@ -23,13 +23,11 @@ def _inputs(model: StoredModel, adata: AnnData, cells: np.ndarray, genes: np.nda
     (positions; -1 gives zeros) of the cells at the sorted positions ``cells``, float32,
     streamed: the cells' whole expression is never held."""
     fe = model.model.front_end
-    W = fe.loadings.astype(np.float64)
-    shift = fe.reference.astype(np.float64) @ W
     z = np.empty((len(cells), fe.n_in), dtype=np.float32)
     x = np.zeros((len(cells), len(genes)), dtype=np.float32)
     read = np.flatnonzero(np.asarray(genes) >= 0)
     for lo, hi, rows in iter_selected_rows(model.input_matrix(adata), cells, chunk):
-        z[lo:hi] = rows @ W - shift
+        z[lo:hi] = fe.project_rows(rows)
         x[lo:hi, read] = rows[:, np.asarray(genes)[read]]
     return z, x
 

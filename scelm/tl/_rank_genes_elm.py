@@ -127,7 +127,7 @@ def rank_genes_elm(
     ``centroid_distance`` (in the map), ``member_agreement`` (per group, the mean pairwise
     Jaccard index of the members' top-10 genes) and ``stability`` (per group, the expected
     Jaccard index of the top-10 genes with a fit from another ``random_state``, estimated
-    from disjoint halves of the members rescaled to the ensemble's size; below 0.5 a
+    from disjoint halves of the members rescaled to the ensemble's size; below 0.55 a
     warning is logged); both NaN for one model; plus ``params``. ``pvals`` test the ranked
     score: for ``'separation'`` Welch's t-test of the per-cell projected contribution
     ``C_i . u`` between group and reference, for ``'position'`` the one-sample t-test of
