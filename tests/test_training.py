@@ -88,19 +88,19 @@ def test_blocks_and_full_batch_share_one_objective(seed):
     share of the cells: with the same negatives, the blocks' gradients, each scaled by its
     share, are the full-batch gradient row for row, and their losses (cross-block edges
     counted half in each) add up to the full-batch loss. The negatives are uniform draws in
-    both, so the objectives agree in expectation. (Checked before the removal of the
-    negatives' net push, which is zero in expectation.)"""
+    both, so the objectives agree in expectation. Full batch then removes the negatives' net
+    push, a translation of the map (checked in test_encoder)."""
     z, edges = _graph(700, seed=seed)
     n = edges.n_nodes
     plan = plan_blocks(edges, 200, torch.Generator().manual_seed(seed), CPU)  # 4 blocks of 175
     y = torch.randn(n, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(seed)) * 3
     gen = torch.Generator().manual_seed(seed)
     tails = _other_cells(torch.arange(n).repeat_interleave(5), n, gen)  # cell i's 5 negatives
-    objective = UMAPObjective(*AB, centre=False)
+    objective = UMAPObjective(*AB)
     degree = plan.degree.double()
     full = Pairs(
         torch.as_tensor(plan.head).long(), torch.as_tensor(plan.tail).long(), plan.weight.double(),
-        torch.arange(n).repeat_interleave(5), tails, negative_weight(degree.repeat_interleave(5), degree[tails]),
+        torch.arange(n).repeat_interleave(5), tails, negative_weight(degree.repeat_interleave(5)),
         scale=torch.tensor([plan.total_weight], dtype=torch.float64), n_cells=n, negative_sample_rate=5,
     )
     # the plan lists cross-block edges twice: keep each edge once for the full batch
@@ -119,7 +119,7 @@ def test_blocks_and_full_batch_share_one_objective(seed):
         pairs.weight = pairs.weight.double()
         pairs.scale = torch.tensor([plan.total_weight * (hi - lo) / n], dtype=torch.float64)
         pairs.neg_tail = tails[5 * lo:5 * hi]  # the block cells' negatives, as in the full batch
-        pairs.neg_weight = negative_weight(degree[index.heads[0]], degree[pairs.neg_tail])
+        pairs.neg_weight = pairs.neg_weight.double()
         loss, grad = objective(y, pairs)
         share = (hi - lo) / n
         rows = index.flat_rows

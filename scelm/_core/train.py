@@ -8,7 +8,8 @@ backpropagates the block's rows of that gradient once and takes one AdamW step. 
 ends of those pairs are read from a cache of the member's latest embedding of every cell,
 refreshed block by block. Each block cell gets every force full-batch training would give it
 (see :mod:`scelm._core.loss`), divided by the block's share of the cells: in expectation a
-step in blocks is the full-batch step restricted to the block, so both optimise one objective.
+step in blocks is the full-batch step restricted to the block, up to the translation of the
+whole map that full batch removes, so both optimise one objective.
 
 One block (``batch_size >= n``) is exact full-batch gradient descent. Several blocks cost
 about the same per epoch (each cell is encoded once) but take one Adam step per block, and
@@ -345,7 +346,7 @@ def train_group(
                 raise Stopped
             optimizer.zero_grad(set_to_none=True)
             index = fixed or _step_index(plan, blocks, n_members, config.negative_sample_rate)
-            loss = _block_step(stack, zt, cache, plan.degree, index, config, streams)
+            loss = _block_step(stack, zt, cache, index, config, streams)
             optimizer.step()
             step += 1
             group["lr"] = config.learning_rate * (1.0 - step / total_steps)
@@ -368,8 +369,7 @@ class _StepIndex:
     flat_rows: torch.Tensor  # (M * width,) rows of the flat cache they fill
     pad: torch.Tensor | None  # (M, width, 1) 0 on rows repeated to fill a short block
     heads: list[torch.Tensor]  # per member, the cells of its negatives' heads
-    head_degree: torch.Tensor  # their degrees, members concatenated
-    pairs: Pairs  # negatives' tails and weights left to each step
+    pairs: Pairs  # negatives' tails left to each step
 
 
 def _step_index(plan: BlockPlan, blocks: Sequence[int], n_members: int, rate: int) -> _StepIndex:
@@ -403,12 +403,12 @@ def _step_index(plan: BlockPlan, blocks: Sequence[int], n_members: int, rate: in
     neg_head = torch.cat([h * n_members + m for m, h in enumerate(heads)])
     neg_member = torch.cat([torch.full(h.shape, m, device=device) for m, h in enumerate(heads)])
     pairs = Pairs(
-        head, tail, weight, neg_head, neg_head, None,
+        head, tail, weight, neg_head, neg_head, negative_weight(torch.cat([plan.degree[h] for h in heads])),
         scale=plan.total_weight * torch.tensor(size, device=device, dtype=weight.dtype) / n, n_cells=n,
         negative_sample_rate=rate, edge_member=edge_member if n_members > 1 else None,
-        neg_member=neg_member if n_members > 1 else None, ends=ends,
+        neg_member=neg_member if n_members > 1 else None, ends=ends, whole_map=plan.n_blocks == 1,
     )
-    return _StepIndex(rows, flat_rows, pad, heads, torch.cat([plan.degree[h] for h in heads]), pairs)
+    return _StepIndex(rows, flat_rows, pad, heads, pairs)
 
 
 def _other_cells(head: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
@@ -418,7 +418,7 @@ def _other_cells(head: torch.Tensor, n: int, generator: torch.Generator) -> torc
 
 
 def _block_step(
-    stack: StackedEncoder, zt: torch.Tensor, cache: torch.Tensor, degree: torch.Tensor, index: _StepIndex, config: TrainConfig,
+    stack: StackedEncoder, zt: torch.Tensor, cache: torch.Tensor, index: _StepIndex, config: TrainConfig,
     streams: Sequence[MemberStream],
 ) -> torch.Tensor:
     """Encode each member's block, refresh its rows of ``cache`` and accumulate the gradient
@@ -430,7 +430,6 @@ def _block_step(
     flat[index.flat_rows] = y.detach().reshape(-1, d)
     # Each member its own negatives, so members' maps vary as independent fits would.
     tails = torch.cat([_other_cells(h, n, s.draws) for h, s in zip(index.heads, streams)])
-    index.pairs.neg_weight = negative_weight(index.head_degree, degree.index_select(0, tails))
     index.pairs.neg_tail = tails if n_members == 1 else tails * n_members + index.pairs.neg_member
     loss, grad = config.objective(flat, index.pairs)
     grad_rows = grad.index_select(0, index.flat_rows).view(y.shape)
