@@ -47,9 +47,21 @@ n_pcs
     the selected genes), or ``None`` to feed genes directly. Jacobians are always
     chained back to gene space.
 use_rep
-    Use an existing linear representation instead, e.g. ``'X_pca'`` from
-    :func:`scanpy.tl.pca`: its loadings (``varm['PCs']``) become the front end, applied
-    to the genes they cover in ``.X`` (or ``layer``); ``n_pcs`` is then ignored.
+    The representation the cells' neighbours come from, as in :func:`scanpy.pp.neighbors`.
+    One without gene loadings, such as an integrated ``'X_pca_harmony'`` or ``'X_scVI'``,
+    is where scelm builds the graph (when it does not reuse a stored one) and the starting
+    layout; the encoder still reads genes (``.raw``, ``.X`` or ``layer`` through ``n_pcs``
+    PCs), so every explanation stays in genes. A linear one with loadings, e.g. ``'X_pca'``
+    from :func:`scanpy.tl.pca` (``varm['PCs']``), also becomes the front end, applied to
+    the genes it covers in ``.X`` (or ``layer``); ``n_pcs`` is then ignored.
+batch_key
+    A categorical ``obs`` column of batches (samples, donors) whose shifts the encoder
+    must not read. Each batch's shift is estimated from the graph's edges between
+    batches, which join cells of one type once the graph is integrated (build it on
+    ``use_rep='X_pca_harmony'``, scVI or BBKNN first), and projected out of the front
+    end: the model still reads genes only, stays exact, needs no batch label to embed
+    new cells, and batch genes keep only the part of their signal that is not the shift
+    (see ``docs/integration.md``).
 center
     Apply the front end to centred expression. ``False`` (default) keeps the reference
     ``x_ref = 0``: a gene a cell does not express contributes exactly zero to it. With

@@ -111,36 +111,49 @@ def warn_if_counts(X, what: str) -> None:
         )
 
 
-def rep_loadings(adata: AnnData, use_rep: str) -> np.ndarray:
-    """Gene loadings of a linear representation: ``varm['PCs']`` for ``'X_pca'`` (as
-    ``sc.tl.pca`` stores them), else ``varm[use_rep without 'X_']``."""
+def rep_loadings(adata: AnnData, use_rep: str) -> np.ndarray | None:
+    """Gene loadings of ``obsm[use_rep]`` when it is a linear representation: ``varm['PCs']``
+    for ``'X_pca'`` (as ``sc.tl.pca`` stores them), else ``varm[use_rep without 'X_']``; None
+    for a representation without loadings (harmony's, scVI's, ...)."""
     if use_rep not in adata.obsm:
         raise KeyError(f"use_rep={use_rep!r} not found in adata.obsm; available: {list(adata.obsm.keys())}.")
     name = "PCs" if use_rep == "X_pca" else use_rep.removeprefix("X_")
     if name not in adata.varm:
-        raise ValueError(
-            f"use_rep={use_rep!r} must be a linear representation with gene loadings in adata.varm[{name!r}] "
-            "(e.g. 'X_pca' from sc.tl.pca), so Jacobians can be chained back to genes."
-        )
+        return None
     loadings = np.asarray(adata.varm[name], dtype=np.float64)
     if loadings.shape[1] != adata.obsm[use_rep].shape[1]:
         raise ValueError(f"adata.varm[{name!r}] has {loadings.shape[1]} columns but obsm[{use_rep!r}] has {adata.obsm[use_rep].shape[1]}.")
     return loadings
 
 
+def representation(adata: AnnData, use_rep: str) -> np.ndarray:
+    """``obsm[use_rep]`` as a finite float32 array: the space the graph and the starting layout
+    come from when the representation has no gene loadings."""
+    rep = np.asarray(adata.obsm[use_rep], dtype=np.float32)
+    if rep.ndim != 2 or rep.shape[0] != adata.n_obs:
+        raise ValueError(f"adata.obsm[{use_rep!r}] has shape {rep.shape}; expected (n_obs, n_dims).")
+    if not np.all(np.isfinite(rep)):
+        raise ValueError(f"adata.obsm[{use_rep!r}] contains NaN or inf.")
+    return rep
+
+
 def model_input(adata: AnnData, *, layer, use_raw, mask_var, use_rep=None):
     """Gene matrix (cells x selected genes, as :class:`GeneColumns`), the selected names,
     whether ``.raw`` was read, and the loadings of ``use_rep`` over those genes (or None).
 
-    With ``use_rep``, the genes are those whose loadings are finite and not all zero (scanpy
-    leaves NaN loadings for genes outside ``mask_var``), read from ``.X`` or ``layer``."""
+    A ``use_rep`` with gene loadings is the front end: the genes are those whose loadings are
+    finite and not all zero (scanpy leaves NaN loadings for genes outside ``mask_var``), read
+    from ``.X`` or ``layer``. A ``use_rep`` without loadings (an integrated representation)
+    only gives the graph and the starting layout: the genes are chosen as without it."""
     check_adata(adata)
-    loadings = None
-    if use_rep is not None:
+    loadings = None if use_rep is None else rep_loadings(adata, use_rep)
+    if loadings is not None:
         if use_raw or mask_var is not None:
-            raise ValueError("use_rep reads the genes its loadings cover from .X or a layer; drop use_raw/mask_var.")
+            raise ValueError(
+                f"use_rep={use_rep!r} has gene loadings, which become the front end over the genes they cover in .X or a "
+                "layer; drop use_raw/mask_var."
+            )
         use_raw = False
-        loadings = rep_loadings(adata, use_rep)
     use_raw = resolve_use_raw(adata, layer, use_raw)
     X, var_names = source_matrix(adata, layer=layer, use_raw=use_raw)
     if var_names.has_duplicates:

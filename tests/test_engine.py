@@ -8,7 +8,10 @@ CORE = Path(__file__).parents[1] / "scelm" / "_core"
 # Third-party packages the engine may use: numerics, and umap-learn's own graph and kernel
 # routines (with its pynndescent), plus tqdm for progress bars.
 ALLOWED = {"numpy", "scipy", "torch", "umap", "pynndescent", "tqdm", "dask"}
-STDLIB = {"__future__", "collections", "concurrent", "contextlib", "dataclasses", "itertools", "math", "os", "re", "threading", "typing"}
+STDLIB = {
+    "__future__", "collections", "concurrent", "contextlib", "dataclasses", "functools", "itertools", "math", "os", "re", "threading",
+    "typing",
+}
 
 
 def _imports(path: Path) -> set[str]:

@@ -43,8 +43,8 @@ def test_use_rep_pca_chains_back_to_genes(pbmc):
     scelm.tl.parametric_umap(pbmc, **FAST, use_rep="X_pca")
     assert len(pbmc.uns["elm"]["var_names"]) == int(pbmc.var["highly_variable"].sum())  # finite loadings
     assert rel_err(scelm.get.contributions(pbmc).sum(-1), pbmc.obsm["X_elm"]) < 1e-5
-    with pytest.raises(ValueError, match="loadings"):
-        scelm.tl.parametric_umap(pbmc, **FAST, use_rep="X_umap")
+    with pytest.raises(ValueError, match="loadings"):  # loadings are the front end: no other gene selection
+        scelm.tl.parametric_umap(pbmc, **FAST, use_rep="X_pca", use_raw=True)
     with pytest.raises(KeyError, match="X_nope"):
         scelm.tl.parametric_umap(pbmc, **FAST, use_rep="X_nope")
 

@@ -9,6 +9,7 @@ contributes exactly zero to it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -45,10 +46,16 @@ class LinearFrontEnd:
     def n_in(self) -> int:
         return self.loadings.shape[1]
 
+    @cached_property
+    def _affine(self) -> tuple[np.ndarray, np.ndarray]:
+        """The loadings in float64 and the reference's projection, formed once."""
+        W = self.loadings.astype(np.float64)
+        return W, self.reference.astype(np.float64) @ W
+
     def project_rows(self, rows) -> np.ndarray:
         """Encoder input of rows of expression held in memory (dense or sparse), float64."""
-        W = self.loadings.astype(np.float64)
-        return dense(rows) @ W - self.reference.astype(np.float64) @ W
+        W, shift = self._affine
+        return dense(rows) @ W - shift
 
     def project(self, X) -> np.ndarray:
         """Encoder input for the rows of ``X`` (read in row blocks, or as Dask tasks),
@@ -57,18 +64,19 @@ class LinearFrontEnd:
 
 
 def column_moments(X, W: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Means and variances of the columns of ``X`` (of ``X @ W`` when given) from per-block
-    sums: linear memory in the columns."""
-    n = X.shape[0]
-    width = X.shape[1] if W is None else W.shape[1]
+    """Means of the columns of ``X`` and variances of the columns of ``X @ W`` (of ``X``
+    without ``W``), in one pass of per-block sums: linear memory in the columns."""
+    n, g = X.shape
+    width = g if W is None else W.shape[1]
 
     def sums(block, _) -> np.ndarray:
-        rows = dense(block) if W is None else dense(block) @ W
-        return np.concatenate([rows.sum(0), (rows**2).sum(0)])
+        rows = dense(block)
+        projected = rows if W is None else rows @ W
+        return np.concatenate([rows.sum(0), projected.sum(0), (projected**2).sum(0)])
 
-    flat = reduce_rows(X, sums, 2 * width)
-    mean = flat[:width] / n
-    return mean, np.clip(flat[width:] - n * mean**2, 0, None) / max(n - 1, 1)
+    flat = reduce_rows(X, sums, g + 2 * width)
+    mean, projected_mean = flat[:g] / n, flat[g : g + width] / n
+    return mean, np.clip(flat[g + width :] - n * projected_mean**2, 0, None) / max(n - 1, 1)
 
 
 def covariance_gb(n_genes: int) -> float:
@@ -86,8 +94,7 @@ def fit_front_end(X, *, n_pcs: int | None, center: bool, loadings: np.ndarray | 
     """
     n, g = X.shape
     if loadings is not None:
-        mean, _ = column_moments(X)
-        variances = column_moments(X, np.asarray(loadings, dtype=np.float64))[1]
+        mean, variances = column_moments(X, np.asarray(loadings, dtype=np.float64))
     elif n_pcs is None:
         loadings = np.eye(g)
         mean, variances = column_moments(X)

@@ -12,7 +12,7 @@ from scanpy import logging as logg
 from scanpy import settings
 
 from .._core.model import ELMModel
-from .._input import model_input
+from .._input import model_input, representation
 from .._model import StoredModel
 from ._write import compute_outputs, jacobian_storage, log_written, write_outputs
 
@@ -23,7 +23,8 @@ MEMBER_FIT_MIN = 0.5
 
 
 def start_layout(adata: AnnData, init: str, z: np.ndarray, edges, n_components: int, seed: int) -> np.ndarray | None:
-    """The layout the encoder is regressed onto first, or None for ``'random'``."""
+    """The layout the encoder is regressed onto first (from ``z``, the space of the graph),
+    or None for ``'random'``."""
     from .._core.layout import pca_layout, scaled, spectral_layout
 
     if init == "random":
@@ -39,8 +40,9 @@ def start_layout(adata: AnnData, init: str, z: np.ndarray, edges, n_components: 
 
 
 def fit_embedding(adata: AnnData, p, dev, *, edges_of: Callable, objective, what: str) -> tuple[StoredModel, object]:
-    """Front end, graph (``edges_of(z) -> (EdgeList, params it resolved)``), starting layout
-    and training on ``objective``: the fitted model and its input."""
+    """Front end, graph (``edges_of(space, description) -> (EdgeList, params it resolved)``,
+    ``space`` the encoder input or an integrated ``use_rep``), starting layout and training on
+    ``objective``: the fitted model and its input."""
     from .._core.encoder import StackedEncoder
     from .._core.frontend import fit_front_end
     from .._core.train import LAYOUT_STEPS, TrainConfig, train_members
@@ -50,7 +52,17 @@ def fit_embedding(adata: AnnData, p, dev, *, edges_of: Callable, objective, what
     _check_covariance(len(genes), p.n_pcs is not None and loadings is None)
     front_end = fit_front_end(X, n_pcs=p.n_pcs, center=p.center, loadings=loadings)
     z = front_end.project(X)
-    edges, resolved = edges_of(z)
+    source = f"layers[{p.layer!r}]" if p.layer else (".raw" if use_raw else ".X")
+    logg.info(f"    the encoder reads {len(genes)} genes of {source} through {front_end.n_in} linear components")
+    # An integrated representation (no gene loadings) is where the graph and the starting
+    # layout come from, as in sc.pp.neighbors(use_rep=...); the encoder still reads genes.
+    rep = representation(adata, p.use_rep) if p.use_rep is not None and loadings is None else None
+    if rep is not None:
+        edges, resolved = edges_of(rep, f"adata.obsm[{p.use_rep!r}]")
+    else:
+        edges, resolved = edges_of(z, f"{z.shape[1]} components of the input")
+    if p.batch_key is not None:
+        front_end, z = _without_batch_shifts(adata, p.batch_key, front_end, z, edges)
     config = TrainConfig(
         p.n_epochs, p.learning_rate, p.negative_sample_rate, objective, p.train_batch_size,
         weight_decay=p.weight_decay, layout_steps=LAYOUT_STEPS, bfloat16=p.precision == "bfloat16",
@@ -59,19 +71,35 @@ def fit_embedding(adata: AnnData, p, dev, *, edges_of: Callable, objective, what
         logg.info(f"    training {p.n_models} models on {what}; the map is their consensus")
     seeds = p.member_seeds()
     stack = StackedEncoder.random(front_end.n_in, p.hidden, p.n_components, seeds=seeds, activation=p.activation)
-    layout = start_layout(adata, p.init, z, edges, p.n_components, p.random_state)
+    layout = start_layout(adata, p.init, z if rep is None else rep, edges, p.n_components, p.random_state)
     stack, history = train_members(
         stack, z, edges, config, member_seeds=seeds, layout=layout, device=dev, seed=p.random_state,
         progress=settings.verbosity >= 1, n_jobs=settings.n_jobs, desc=what,
     )
     params = p.stored(
         **resolved, use_raw=use_raw, device=str(dev), member_seeds=np.asarray(seeds),
-        n_pcs=-1 if p.n_pcs is None and p.use_rep is None else front_end.n_in,
+        n_pcs=-1 if p.n_pcs is None and loadings is None else front_end.n_in,
     )
     align_on = z[np.random.default_rng(p.random_state).permutation(len(z))[:ALIGN_CELLS]]
     model = ELMModel.from_members(front_end, stack, align_on=align_on)
     _warn_misfits(model.member_r2)
     return StoredModel(genes, model, params, history), X
+
+
+def _without_batch_shifts(adata: AnnData, batch_key: str, front_end, z: np.ndarray, edges):
+    """The front end with the batches' shifts projected out, and the encoder input it gives."""
+    from .._core.batch import batch_shifts, shift_directions, without_directions
+    from .._input import frame_column
+
+    codes = frame_column(adata.obs, batch_key).astype("category").cat.codes.to_numpy()
+    shifts = batch_shifts(z, codes, edges)
+    directions = shift_directions(shifts)
+    spread = float(np.sqrt(np.mean(np.sum((z - z.mean(0)) ** 2, axis=1))))
+    logg.info(
+        f"    removing {directions.shape[1]} batch direction(s) of {batch_key!r} from the front end (shifts "
+        f"{np.round(np.linalg.norm(shifts, axis=1) / spread, 3).tolist()} of the cells' spread)"
+    )
+    return without_directions(front_end, directions), (z - (z @ directions) @ directions.T).astype(z.dtype)
 
 
 def _check_covariance(n_genes: int, pca: bool) -> None:
@@ -103,7 +131,7 @@ def fit_and_write(adata: AnnData, p, *, device, key_added: str, copy: bool, edge
 
     dev = resolve_device(device)
     start = logg.info(f"computing {what} (scelm)")
-    model, X = fit_embedding(adata, p, dev, edges_of=lambda z: edges_of(z, dev), objective=objective, what=what)
+    model, X = fit_embedding(adata, p, dev, edges_of=lambda space, name: edges_of(space, name, dev), objective=objective, what=what)
     target = adata.copy() if copy else adata
     Y, J, stored_genes = compute_outputs(
         model, X, target.var_names, store_jacobian=p.store_jacobian, jacobian_genes=p.jacobian_genes, device=dev,

@@ -79,6 +79,23 @@ def _check_members(n_models, init: str, n_obs: int) -> int:
     return 1
 
 
+def _check_batch_key(adata: AnnData, batch_key) -> str | None:
+    from .._input import frame_column
+
+    if batch_key is None:
+        return None
+    if not isinstance(batch_key, str):
+        raise TypeError(f"batch_key must be the name of an obs column, got {type(batch_key).__name__}.")
+    if batch_key not in adata.obs.columns:
+        raise KeyError(f"batch_key={batch_key!r} is not a column of adata.obs; available: {list(adata.obs.columns)}.")
+    col = frame_column(adata.obs, batch_key)
+    if col.isna().any():
+        raise ValueError(f"adata.obs[{batch_key!r}] has {int(col.isna().sum())} missing values; every cell needs a batch.")
+    if col.nunique() < 2:
+        raise ValueError(f"adata.obs[{batch_key!r}] holds one batch only; batch_key needs at least two.")
+    return batch_key
+
+
 def _check_neighbors_key(value) -> str | None | bool:
     if value is None or value is False or isinstance(value, str):
         return value
@@ -103,6 +120,7 @@ class EncoderParams:
     activation: str
     n_pcs: int | None
     use_rep: str | None
+    batch_key: str | None
     center: bool
     layer: str | None
     use_raw: bool | None
@@ -140,6 +158,7 @@ class EncoderParams:
         a["train_batch_size"] = min(n_obs, default_batch_size(n_obs) if given is None else _checks.positive_int("train_batch_size", given))
         a["n_epochs"] = cls.default_epochs(n_obs, a["init"]) if a["n_epochs"] is None else _checks.positive_int("n_epochs", a["n_epochs"])
         a["n_models"] = _check_members(a["n_models"], a["init"], n_obs)
+        a["batch_key"] = _check_batch_key(adata, a["batch_key"])
         seed = a["random_state"]
         a["random_state"] = int(np.random.SeedSequence(seed).generate_state(1)[0]) if seed is None else int(seed)
         return cls(**cls.check_own(adata, a))

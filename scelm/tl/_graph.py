@@ -45,9 +45,10 @@ def _warn_overridden(p, key: str, k: int) -> None:
         )
 
 
-def graph_edges(adata: AnnData, z: np.ndarray, p, *, device) -> tuple[EdgeList, str, int]:
+def graph_edges(adata: AnnData, z: np.ndarray, space_name: str, p, *, device) -> tuple[EdgeList, str, int]:
     """Edges to train on (for the :class:`~scelm.tl._fit_params.UMAPParams` ``p``), where they
-    came from, and the graph's number of neighbours (-1 when a stored graph does not record it)."""
+    came from, and the graph's number of neighbours (-1 when a stored graph does not record it).
+    A graph scelm builds itself is the kNN graph of ``z`` (described by ``space_name``)."""
     C, key = stored_connectivities(adata, p.neighbors_key)
     if C is None:
         k = min(p.n_neighbors, adata.n_obs)
@@ -56,11 +57,12 @@ def graph_edges(adata: AnnData, z: np.ndarray, p, *, device) -> tuple[EdgeList, 
                 f"    n_neighbors={p.n_neighbors} exceeds the {adata.n_obs} cells; using {k}"
             )
         method = knn_method(adata.n_obs, p.knn, device)
-        logg.info(f"    building the UMAP graph ({k} neighbours, {method} kNN on {z.shape[1]} PCs of the input)")
+        logg.info(f"    building the UMAP graph ({k} neighbours, {method} kNN on {space_name})")
         C = fuzzy_graph(z, n_neighbors=k, random_state=p.random_state, device=device, method=method)
         source = f"scelm:{k}:{method}"
     else:
-        logg.info(f"    using the graph in adata.uns[{key!r}]")
+        built_on = adata.uns[key].get("params", {}).get("use_rep", "X_pca or X")
+        logg.info(f"    training on the graph in adata.uns[{key!r}] (built on {built_on})")
         source = f"uns:{key}"
         k = int(np.ravel(adata.uns[key].get("params", {}).get("n_neighbors", -1))[0])
         _warn_overridden(p, key, k)

@@ -39,6 +39,7 @@ def parametric_tsne(
     activation: Activation = "relu",
     n_pcs: int | None = 50,
     use_rep: str | None = None,
+    batch_key: str | None = None,
     center: bool = False,
     layer: str | None = None,
     use_raw: bool | None = None,
@@ -119,12 +120,12 @@ def parametric_tsne(
     check_adata(adata)
     p = TSNEParams.from_call(adata, locals())
 
-    def edges_of(z, dev):
+    def edges_of(space, space_name, dev):
         from .._core.graph import edges_from_connectivities, knn_method, perplexity_affinities
 
         method = knn_method(adata.n_obs, p.knn, dev)
-        logg.info(f"    building t-SNE affinities (perplexity {p.perplexity:g}, {method} kNN on {z.shape[1]} PCs of the input)")
-        P = perplexity_affinities(z, p.perplexity, random_state=p.random_state, device=dev, method=method)
+        logg.info(f"    building t-SNE affinities (perplexity {p.perplexity:g}, {method} kNN on {space_name})")
+        P = perplexity_affinities(space, p.perplexity, random_state=p.random_state, device=dev, method=method)
         return edges_from_connectivities(P), dict(method="tsne", graph=f"scelm:perplexity:{method}")
 
     return fit_and_write(adata, p, device=device, key_added=key_added, copy=copy, edges_of=edges_of,

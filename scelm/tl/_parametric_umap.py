@@ -40,6 +40,7 @@ def parametric_umap(
     activation: Activation = "relu",
     n_pcs: int | None = 50,
     use_rep: str | None = None,
+    batch_key: str | None = None,
     center: bool = False,
     layer: str | None = None,
     use_raw: bool | None = None,
@@ -133,8 +134,8 @@ def parametric_umap(
     p = UMAPParams.from_call(adata, locals())
     a, b = find_ab_params(p.spread, p.min_dist)
 
-    def edges_of(z, dev):
-        edges, source, k = graph_edges(adata, z, p, device=dev)
+    def edges_of(space, space_name, dev):
+        edges, source, k = graph_edges(adata, space, space_name, p, device=dev)
         return edges, dict(a=a, b=b, n_neighbors=k, graph=source)
 
     return fit_and_write(adata, p, device=device, key_added=key_added, copy=copy, edges_of=edges_of,

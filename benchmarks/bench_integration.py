@@ -1,0 +1,142 @@
+"""Integrated data, side by side in one process: ``sc.tl.umap`` and scelm on the same
+integrated graph, with and without ``batch_key``.
+
+    python benchmarks/bench_integration.py [--cells 10000 50000] [--graphs harmony bbknn]
+
+Data: ``scelm.datasets.simulate_markers`` with 2 batches (60 batch genes, each batch its own
+mix of types), 4 donors and two conditions (8 response genes per type), 6 types, 2,000
+genes. 50 PCs of the log-normalised expression, then ``harmonypy.run_harmony`` on them
+(called directly: scanpy 1.11's ``sc.external.pp.harmony_integrate`` stores harmonypy 2's
+result transposed) and the UMAP graph of its output (exact 15-NN; ``sc.pp.neighbors`` fails
+from 8,192 cells with pynndescent 0.7 and scipy 1.17), or BBKNN's graph on the PCs. Every
+method embeds that graph; scelm reads genes (``use_rep='X_pca_harmony'`` names where the
+graph and the starting layout come from). Measured:
+
+- trust: trustworthiness (k=15, 5,000 cells) in the integrated space (harmony's PCs; for
+  BBKNN, the PCs);
+- mixing: mean share of a cell's 15 nearest neighbours in the map from another batch,
+  over the share a perfect mix would give (1 = perfectly mixed);
+- type_acc: cell-type 15-NN accuracy in the map;
+- batch_genes_top10: share of batch genes among each type's top-10 genes (mean over
+  types), for the ELM ranking of the map and for the t-test;
+- fit_s: fit time (scelm: parametric_umap alone; umap: sc.tl.umap on the stored graph).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import knn_accuracy, print_table, trustworthiness  # noqa: E402
+
+warnings.filterwarnings("ignore")
+BATCH = "batch"
+
+
+def simulate(n_cells: int):
+    import scanpy as sc
+
+    import scelm
+
+    adata, _ = scelm.datasets.simulate_markers(n_cells, 2000, n_types=6, n_batches=2, n_donors=4,
+                                               conditions=("ctrl", "stim"), random_state=0)
+    del adata.layers["counts"]
+    sc.pp.pca(adata, n_comps=50, random_state=0)
+    return adata
+
+
+def harmony_graph(adata) -> np.ndarray:
+    """Store harmony's PCs and the UMAP graph built on them; return the integrated space."""
+    import harmonypy
+    import torch
+
+    from scelm._core.graph import fuzzy_graph
+
+    out = np.asarray(harmonypy.run_harmony(adata.obsm["X_pca"], adata.obs, BATCH, random_state=0, verbose=False).Z_corr)
+    adata.obsm["X_pca_harmony"] = (out.T if out.shape[0] != adata.n_obs else out).astype(np.float32)
+    graph = fuzzy_graph(adata.obsm["X_pca_harmony"], n_neighbors=15, random_state=0, device=torch.device("cpu"), method="exact")
+    adata.obsp["connectivities"] = adata.obsp["distances"] = graph
+    adata.uns["neighbors"] = {"connectivities_key": "connectivities", "distances_key": "distances",
+                              "params": {"n_neighbors": 15, "method": "umap", "use_rep": "X_pca_harmony"}}
+    return adata.obsm["X_pca_harmony"]
+
+
+def bbknn_graph(adata) -> np.ndarray:
+    import bbknn
+
+    bbknn.bbknn(adata, batch_key=BATCH, use_rep="X_pca")
+    adata.uns["neighbors"]["params"]["use_rep"] = "X_pca"
+    return adata.obsm["X_pca"]
+
+
+def mixing(Y: np.ndarray, batches: np.ndarray, k: int = 15) -> float:
+    from sklearn.neighbors import NearestNeighbors
+
+    _, idx = NearestNeighbors(n_neighbors=k + 1).fit(Y).kneighbors(Y)
+    other = (batches[idx[:, 1:]] != batches[:, None]).mean(1)
+    share = np.array([(batches != b).mean() for b in batches])
+    return float((other / share).mean())
+
+
+def batch_gene_share(adata, key: str, batch_genes: set) -> float:
+    names = adata.uns[key]["names"]
+    return float(np.mean([len(set(names[g][:10]) & batch_genes) / 10 for g in names.dtype.names]))
+
+
+def run(n_cells: int, graph: str) -> list[dict]:
+    import scanpy as sc
+
+    import scelm
+
+    adata = simulate(n_cells)
+    space = harmony_graph(adata) if graph == "harmony" else bbknn_graph(adata)
+    batches = adata.obs[BATCH].to_numpy()
+    batch_genes = set(adata.uns["simulation"]["batch_genes"])
+    sc.tl.rank_genes_groups(adata, "cell_type", method="t-test", key_added="t-test")
+    de_share = batch_gene_share(adata, "t-test", batch_genes)
+    rows = []
+    ad = adata.copy()
+    t0 = time.perf_counter()
+    sc.tl.umap(ad, random_state=0)
+    rows.append(dict(method="sc.tl.umap", fit_s=time.perf_counter() - t0, Y=ad.obsm["X_umap"], elm=np.nan))
+    rep = "X_pca_harmony" if graph == "harmony" else None
+    for label, kw in [("scelm", {}), ("scelm batch_key", {"batch_key": BATCH})]:
+        ad = adata.copy()
+        t0 = time.perf_counter()
+        scelm.tl.parametric_umap(ad, use_rep=rep, store_jacobian=False, **kw)
+        fit_s = time.perf_counter() - t0
+        scelm.tl.rank_genes_elm(ad, "cell_type")
+        rows.append(dict(method=label, fit_s=fit_s, Y=ad.obsm["X_elm"], elm=batch_gene_share(ad, "rank_genes_elm", batch_genes)))
+    out = []
+    for r in rows:
+        Y = r.pop("Y")
+        out.append(dict(cells=n_cells, graph=graph, method=r["method"], trust=trustworthiness(space, Y), mixing=mixing(Y, batches),
+                        type_acc=knn_accuracy(Y, adata.obs["cell_type"]), batch_genes_top10_elm=r["elm"],
+                        batch_genes_top10_ttest=de_share, fit_s=r["fit_s"]))
+    return out
+
+
+def main() -> None:
+    import scanpy as sc
+
+    p = argparse.ArgumentParser()
+    p.add_argument("--cells", type=int, nargs="+", default=[10000, 50000])
+    p.add_argument("--graphs", nargs="+", default=["harmony", "bbknn"])
+    args = p.parse_args()
+    sc.settings.verbosity = 0
+    rows = []
+    for n in args.cells:
+        for graph in args.graphs:
+            rows += run(n, graph)
+            print_table(rows[-3:], f"{n} cells, {graph} graph")
+    print_table(rows, "integrated data: the same graph for every method")
+
+
+if __name__ == "__main__":
+    main()
