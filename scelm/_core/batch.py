@@ -51,8 +51,13 @@ def shift_directions(shifts: np.ndarray) -> np.ndarray:
     return vt[: shifts.shape[0] - 1].T
 
 
+def project_out(A: np.ndarray, directions: np.ndarray) -> np.ndarray:
+    """The rows of ``A`` with their components along the orthonormal ``directions`` removed
+    (same dtype): ``A (I - Q Q^T)``."""
+    return (A - (A @ directions) @ directions.T).astype(A.dtype)
+
+
 def without_directions(front_end: LinearFrontEnd, directions: np.ndarray) -> LinearFrontEnd:
     """The front end with ``directions`` (in its output space) projected out of its loadings."""
-    W = front_end.loadings.astype(np.float64)
-    W = W - (W @ directions) @ directions.T
+    W = project_out(front_end.loadings.astype(np.float64), directions)
     return LinearFrontEnd(loadings=W.astype(np.float32), reference=front_end.reference)

@@ -88,7 +88,7 @@ def fit_embedding(adata: AnnData, p, dev, *, edges_of: Callable, objective, what
 
 def _without_batch_shifts(adata: AnnData, batch_key: str, front_end, z: np.ndarray, edges):
     """The front end with the batches' shifts projected out, and the encoder input it gives."""
-    from .._core.batch import batch_shifts, shift_directions, without_directions
+    from .._core.batch import batch_shifts, project_out, shift_directions, without_directions
     from .._input import frame_column
 
     codes = frame_column(adata.obs, batch_key).astype("category").cat.codes.to_numpy()
@@ -99,7 +99,8 @@ def _without_batch_shifts(adata: AnnData, batch_key: str, front_end, z: np.ndarr
         f"    removing {directions.shape[1]} batch direction(s) of {batch_key!r} from the front end (shifts "
         f"{np.round(np.linalg.norm(shifts, axis=1) / spread, 3).tolist()} of the cells' spread)"
     )
-    return without_directions(front_end, directions), (z - (z @ directions) @ directions.T).astype(z.dtype)
+    # the encoder input of the new front end, without a second pass over X
+    return without_directions(front_end, directions), project_out(z, directions)
 
 
 def _check_covariance(n_genes: int, pca: bool) -> None:
