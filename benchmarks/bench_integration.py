@@ -19,6 +19,10 @@ graph and the starting layout come from). Measured:
 - type_acc: cell-type 15-NN accuracy in the map;
 - batch_genes_top10: share of batch genes among each type's top-10 genes (mean over
   types), for the ELM ranking of the map and for the t-test;
+- response_recall10: share of each type's 8 simulated response genes among the top 10 of
+  its stim-vs-ctrl shift (mean over types), for ``rank_genes_elm(within='cell_type')`` and
+  for a pseudobulk t-test over donors (per type, each donor's mean expression in each
+  condition, Welch's t between the conditions' donor means);
 - fit_s: fit time (scelm: parametric_umap alone; umap: sc.tl.umap on the stored graph).
 """
 
@@ -89,6 +93,27 @@ def batch_gene_share(adata, key: str, batch_genes: set) -> float:
     return float(np.mean([len(set(names[g][:10]) & batch_genes) / 10 for g in names.dtype.names]))
 
 
+def recall(ranked: dict[str, list[str]], truth: dict) -> float:
+    return float(np.mean([len(set(ranked[t][:10]) & set(truth[t])) / len(truth[t]) for t in truth]))
+
+
+def pseudobulk_top(adata) -> dict[str, list[str]]:
+    """Per type, genes ranked by Welch's t between the donors' mean expression in stim and in ctrl."""
+    from scipy import sparse, stats
+
+    X = adata.X.tocsr() if sparse.issparse(adata.X) else sparse.csr_matrix(adata.X)
+    obs, out = adata.obs, {}
+    for t in obs["cell_type"].cat.categories:
+        means = {}
+        for c in ("ctrl", "stim"):
+            rows = [np.asarray(X[((obs["cell_type"] == t) & (obs["condition"] == c) & (obs["donor"] == d)).to_numpy()].mean(0)).ravel()
+                    for d in obs["donor"].cat.categories]
+            means[c] = np.vstack(rows)
+        tstat = np.nan_to_num(stats.ttest_ind(means["stim"], means["ctrl"], equal_var=False).statistic, nan=-np.inf)
+        out[t] = list(adata.var_names[np.argsort(-tstat)[:10]])
+    return out
+
+
 def run(n_cells: int, graph: str) -> list[dict]:
     import scanpy as sc
 
@@ -100,11 +125,13 @@ def run(n_cells: int, graph: str) -> list[dict]:
     batch_genes = set(adata.uns["simulation"]["batch_genes"])
     sc.tl.rank_genes_groups(adata, "cell_type", method="t-test", key_added="t-test")
     de_share = batch_gene_share(adata, "t-test", batch_genes)
+    truth = {t: list(g) for t, g in adata.uns["simulation"]["response"].items()}
+    pseudobulk = recall(pseudobulk_top(adata), truth)
     rows = []
     ad = adata.copy()
     t0 = time.perf_counter()
     sc.tl.umap(ad, random_state=0)
-    rows.append(dict(method="sc.tl.umap", fit_s=time.perf_counter() - t0, Y=ad.obsm["X_umap"], elm=np.nan))
+    rows.append(dict(method="sc.tl.umap", fit_s=time.perf_counter() - t0, Y=ad.obsm["X_umap"], elm=np.nan, response=np.nan))
     rep = "X_pca_harmony" if graph == "harmony" else None
     for label, kw in [("scelm", {}), ("scelm batch_key", {"batch_key": BATCH})]:
         ad = adata.copy()
@@ -112,13 +139,17 @@ def run(n_cells: int, graph: str) -> list[dict]:
         scelm.tl.parametric_umap(ad, use_rep=rep, store_jacobian=False, **kw)
         fit_s = time.perf_counter() - t0
         scelm.tl.rank_genes_elm(ad, "cell_type")
-        rows.append(dict(method=label, fit_s=fit_s, Y=ad.obsm["X_elm"], elm=batch_gene_share(ad, "rank_genes_elm", batch_genes)))
+        scelm.tl.rank_genes_elm(ad, "condition", groups="stim", reference="ctrl", within="cell_type", key_added="shift")
+        shift = {t: list(ad.uns["shift"]["names"][t]) for t in ad.uns["shift"]["names"].dtype.names}
+        rows.append(dict(method=label, fit_s=fit_s, Y=ad.obsm["X_elm"], elm=batch_gene_share(ad, "rank_genes_elm", batch_genes),
+                         response=recall(shift, truth)))
     out = []
     for r in rows:
         Y = r.pop("Y")
         out.append(dict(cells=n_cells, graph=graph, method=r["method"], trust=trustworthiness(space, Y), mixing=mixing(Y, batches),
                         type_acc=knn_accuracy(Y, adata.obs["cell_type"]), batch_genes_top10_elm=r["elm"],
-                        batch_genes_top10_ttest=de_share, fit_s=r["fit_s"]))
+                        batch_genes_top10_ttest=de_share, response_recall10_elm=r["response"],
+                        response_recall10_pseudobulk=pseudobulk, fit_s=r["fit_s"]))
     return out
 
 

@@ -5,6 +5,7 @@ from ._diagnostics import fidelity, reconstruction, training
 from ._embedding import contributions, gene_arrows
 from ._interactive import interactive
 from ._ranking import compare_de, rank_genes_elm, rank_genes_elm_dotplot
+from ._shifts import condition_shifts
 from ._trust import deletion_curve, perturbation
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "reconstruction",
     "perturbation",
     "deletion_curve",
+    "condition_shifts",
     "fidelity",
     "interactive",
 ]

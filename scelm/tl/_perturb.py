@@ -16,6 +16,7 @@ from .._core.options import PROTOCOLS, Protocol
 from .._docs import doc_batch_device, doc_copy, doc_params
 from .._input import check_adata, group_labels
 from .._model import StoredModel
+from ._rank_genes_elm import contrast_masks
 
 
 def _inputs(model: StoredModel, adata: AnnData, cells: np.ndarray, genes: np.ndarray, *, chunk: int):
@@ -241,16 +242,12 @@ def deletion_curve(
     ranking, wanted = _ranked_groups(adata, key, groups)
     groupby, reference = ranking["params"]["groupby"], str(ranking["params"].get("reference", "rest"))
     model = StoredModel.from_adata(adata, elm_key)
-    labels = np.asarray(group_labels(adata, groupby).astype(object))
     values, rng = _values(model, value), np.random.default_rng(random_state)
     dev, gene_pos = resolve_device(device), pd.Index(model.genes)
     start = logg.info(f"deletion curves of {key!r} on the map of {elm_key!r} ({protocol})")
     removed = {}
     for g in wanted:
-        in_group = labels == g
-        in_ref = (~in_group & pd.notna(labels)) if reference == "rest" else labels == reference
-        if not in_group.any() or not in_ref.any():
-            raise ValueError(f"group {g!r} or its reference {reference!r} has no cells in adata.obs[{groupby!r}].")
+        in_group, in_ref = contrast_masks(adata, ranking["params"], g)
         # Genes the model does not read cannot move the map: they count as a step with no effect.
         order = gene_pos.get_indexer(np.asarray(ranking["names"][g][:n_genes]).astype(str))
         sides = [_inputs(model, adata, _sample(m, max_cells, rng), order, chunk=chunk_size) for m in (in_group, in_ref)]
@@ -261,7 +258,8 @@ def deletion_curve(
     key_added = _keys.deletion_key(key) if key_added is None else key_added
     target.uns[key_added] = dict(
         removed=frame, params=dict(key=key, elm_key=elm_key, protocol=protocol, groupby=groupby, reference=reference,
-                                   value="reference" if value is None else float(value), max_cells=max_cells),
+                                   value="reference" if value is None else float(value), max_cells=max_cells,
+                                   **{k: ranking["params"][k] for k in ("within", "group") if k in ranking["params"]}),
     )
     logg.info("    finished", time=start, deep=f"added\n    '{key_added}', deletion curves (adata.uns)")
     return target if copy else None

@@ -50,6 +50,7 @@ def rank_genes_elm(
     *,
     groups: str | Sequence[str] = "all",
     reference: str = "rest",
+    within: str | None = None,
     score: Score = "separation",
     elm_key: str = _keys.DEFAULT_KEY,
     corr_method: CorrMethod = "benjamini-hochberg",
@@ -97,6 +98,13 @@ def rank_genes_elm(
         ``'all'`` or the groups to rank.
     reference
         ``'rest'`` or a group to compare against.
+    within
+        An ``obs`` column (e.g. ``'cell_type'``): rank, inside each of its categories, the
+        genes that move the cells of the one group in ``groups`` (e.g. ``'stim'``) away from
+        the reference's cells of the same category (e.g. ``'ctrl'``): why a condition moved
+        each cell type. The result has one field per category of ``within``, named by it
+        (categories without cells of the group or of the reference are skipped), and the
+        separation scores of each sum exactly to that category's shift in the map.
     score
         One of ``'separation'``, ``'position'``, ``'magnitude'``, ``'weight'``.
     elm_key
@@ -143,7 +151,7 @@ def rank_genes_elm(
         raise ValueError(f"score must be one of {SCORES}, got {score!r}.")
     if corr_method not in CORR_METHODS:
         raise ValueError(f"corr_method must be one of {CORR_METHODS}, got {corr_method!r}.")
-    ranking = _ELMRanking(adata, groupby, groups, reference, elm_key)
+    ranking = _ELMRanking(adata, groupby, groups, reference, elm_key, within)
     start = logg.info(f"ranking genes with the ELM ({score}, consensus of {ranking.model.n_members} model(s))")
     ranking.compute(device=resolve_device(device), batch_size=chunk_size)
     result = ranking.result(score, corr_method)
@@ -160,18 +168,20 @@ class _ELMRanking:
     """Every gene's ELM scores for each group against its reference, in scanpy's layout
     (the role ``_RankGenes`` plays for :func:`scanpy.tl.rank_genes_groups`)."""
 
-    def __init__(self, adata: AnnData, groupby: str, groups, reference: str, elm_key: str):
-        self.adata, self.groupby, self.reference, self.elm_key = adata, groupby, reference, elm_key
-        self.labels = group_labels(adata, groupby)
+    def __init__(self, adata: AnnData, groupby: str, groups, reference: str, elm_key: str, within: str | None = None):
+        self.adata, self.groupby, self.reference, self.elm_key, self.within = adata, groupby, reference, elm_key, within
         self.model = StoredModel.from_adata(adata, elm_key)
-        self.counts = pd.Series(self.labels).value_counts()
-        self.present = [c for c in self.labels.categories if self.counts.get(c, 0) > 0]
-        if skipped := [c for c in self.labels.categories if self.counts.get(c, 0) == 0]:
-            logg.info(f"    skipping categories with no cells: {skipped}")
-        self.groups = self._wanted(groups)
+        labels = group_labels(adata, groupby)
+        if within is None:
+            self.units, self.code = _units(labels)
+            self.contrasts = {g: self._contrast(g) for g in self._wanted(groups, self.units)}
+        else:
+            self.group_name = self._one_group(groups, labels)
+            self.units, self.code, self.contrasts = self._within_contrasts(labels, group_labels(adata, within))
+        self.sizes = np.bincount(self.code[self.code >= 0], minlength=len(self.units))
 
-    def _wanted(self, groups) -> list[str]:
-        present, groupby, reference = self.present, self.groupby, self.reference
+    def _wanted(self, groups, present: list[str]) -> list[str]:
+        groupby, reference = self.groupby, self.reference
         if isinstance(groups, str):
             groups = present if groups == "all" else [groups]
         wanted = [str(g) for g in groups]
@@ -185,34 +195,67 @@ class _ELMRanking:
             raise ValueError(f"Need at least two non-empty groups in {groupby!r} to rank genes.")
         return wanted
 
+    def _contrast(self, g: str) -> tuple[int, list[int]]:
+        """Unit of group ``g`` and the units of its reference."""
+        gi = self.units.index(g)
+        rest = [i for i in range(len(self.units)) if i != gi] if self.reference == "rest" else [self.units.index(self.reference)]
+        return gi, rest
+
+    def _one_group(self, groups, labels: pd.Categorical) -> str:
+        group = groups if isinstance(groups, str) else (groups[0] if len(groups) == 1 else None)
+        if group is None or group == "all":
+            raise ValueError(f"within={self.within!r} ranks one group against its reference inside each category: pass "
+                             f"groups= one category of {self.groupby!r}, e.g. groups={str(labels.categories[-1])!r}.")
+        self._wanted([str(group)], [str(c) for c in labels.categories])  # checks group and reference exist
+        return str(group)
+
+    def _within_contrasts(self, labels: pd.Categorical, within: pd.Categorical):
+        """Units = (category of ``within``, group) pairs with cells; the contrast of each
+        category of ``within`` that holds cells of the group and of its reference."""
+        n_groups = len(labels.categories)
+        both = (labels.codes >= 0) & (within.codes >= 0)
+        pair = np.where(both, within.codes.astype(np.int64) * n_groups + labels.codes, -1)
+        present = np.unique(pair[pair >= 0])
+        code = np.where(pair >= 0, np.searchsorted(present, pair), -1)
+        unit = {(str(within.categories[p // n_groups]), str(labels.categories[p % n_groups])): i for i, p in enumerate(present)}
+        contrasts, skipped = {}, []
+        for c in map(str, within.categories):
+            gi = unit.get((c, self.group_name))
+            rest = [i for (cc, g), i in unit.items() if cc == c and g != self.group_name and self.reference in ("rest", g)]
+            if gi is None or not rest:
+                skipped.append(c)
+            else:
+                contrasts[c] = (gi, rest)
+        if skipped:
+            logg.info(f"    skipping {self.within!r} categories without cells of {self.group_name!r} or its reference: {skipped}")
+        if not contrasts:
+            raise ValueError(f"No category of {self.within!r} holds cells of both {self.group_name!r} and its reference "
+                             f"{self.reference!r} in {self.groupby!r}.")
+        return [f"{c}:{g}" for (c, g) in unit], code, contrasts
+
     def compute(self, *, device, batch_size: int) -> None:
-        """Stream the contributions' group moments and the expression's group means."""
+        """Stream the contributions' unit moments and the expression's unit means."""
         from ._moments import group_means, group_moments
 
-        code = np.array(pd.Categorical(self.labels, categories=self.present).codes)  # -1 for NaN labels
-        self.moments = group_moments(self.adata, self.model, code, len(self.present), device=device, batch_size=batch_size)
+        self.moments = group_moments(self.adata, self.model, self.code, len(self.units), device=device, batch_size=batch_size)
         # Every gene of the source matrix is stored (scanpy's plots need them all): genes the
         # model does not read have score 0 and p-value 1; fold changes come from expression.
         self.layer, self.use_raw = self.model.source(self.adata)
         src_X, src_genes = source_matrix(self.adata, layer=self.layer, use_raw=self.use_raw)
         self.genes = np.asarray(src_genes)
         self.pos = pd.Index(self.genes).get_indexer(self.model.genes)
-        self.means = group_means(GeneColumns(src_X, np.arange(len(self.genes))), code, len(self.present), chunk=BLOCK_ROWS)
+        self.means = group_means(GeneColumns(src_X, np.arange(len(self.genes))), self.code, len(self.units), chunk=BLOCK_ROWS)
 
-    def _reference(self, g: str) -> list[int]:
-        gi = self.present.index(g)
-        return [i for i in range(len(self.present)) if i != gi] if self.reference == "rest" else [self.present.index(self.reference)]
-
-    def group(self, g: str, score: str, corr_method: str) -> tuple[dict, dict]:
-        """One group's columns in rank order, and its summaries (distance, agreement,
-        stability, whether it or its reference is too small for p-values)."""
+    def group(self, field: str, score: str, corr_method: str) -> tuple[dict, dict]:
+        """One contrast's columns in rank order, and its summaries (distance, agreement,
+        stability, whether its group or reference is too small for p-values)."""
         from scipy import stats
 
         from .._core.ranking import group_scores, member_agreement, rank_order, seed_agreement
 
-        gi, rest = self.present.index(g), self._reference(g)
+        gi, rest = self.contrasts[field]
         s = group_scores(self.moments.pooled([gi]), self.moments.pooled(rest), self.model.n_members, self.model.n_components)
-        n_genes, weights = len(self.genes), self.counts[[self.present[i] for i in rest]].to_numpy()
+        n_genes, weights = len(self.genes), self.sizes[rest]
         mean_g, mean_r = self.means[gi], (self.means[rest] * weights[:, None]).sum(0) / weights.sum()
         parts = s.members.member_parts(score).cpu().numpy()  # (M, model genes); the score is their mean
         n_members = parts.shape[0]
@@ -220,7 +263,7 @@ class _ELMRanking:
         values[self.pos] = s.scores[score]
         if n_members > 1:
             se[self.pos] = parts.std(0, ddof=1) / np.sqrt(n_members)
-        small = min(int(self.counts[g]), int(weights.sum())) < 2
+        small = min(int(self.sizes[gi]), int(weights.sum())) < 2
         tested = np.zeros(n_genes, dtype=bool)
         tested[self.pos] = True
         if score in s.tests:
@@ -249,7 +292,7 @@ class _ELMRanking:
 
     def result(self, score: str, corr_method: str) -> dict:
         """Every group's columns as scanpy's recarrays, the per-group summaries, params."""
-        per_group = {g: self.group(g, score, corr_method) for g in self.groups}
+        per_group = {field: self.group(field, score, corr_method) for field in self.contrasts}
         result = {name: _recarray({g: cols[name] for g, (cols, _) in per_group.items()}) for name in COLUMNS}
         for name in ("centroid_distance", "member_agreement", "stability"):
             result[name] = _recarray({g: np.array([summary[name]], dtype=np.float32) for g, (_, summary) in per_group.items()})
@@ -265,5 +308,33 @@ class _ELMRanking:
             groupby=self.groupby, reference=self.reference, method="elm", use_raw=self.use_raw, layer=self.layer,
             corr_method=corr_method, score=score, n_models=self.model.n_members, elm_key=self.elm_key,
             pvals=TESTS.get(score) or UNTESTED[score],
+            **({} if self.within is None else dict(within=self.within, group=self.group_name)),
         )
         return result
+
+
+def _units(labels: pd.Categorical) -> tuple[list[str], np.ndarray]:
+    """The non-empty categories of ``labels`` and each cell's index among them (-1: NaN)."""
+    counts = pd.Series(labels).value_counts()
+    present = [c for c in labels.categories if counts.get(c, 0) > 0]
+    if skipped := [c for c in labels.categories if counts.get(c, 0) == 0]:
+        logg.info(f"    skipping categories with no cells: {skipped}")
+    return [str(c) for c in present], np.array(pd.Categorical(labels, categories=present).codes)
+
+
+def contrast_masks(adata: AnnData, params, field: str) -> tuple[np.ndarray, np.ndarray]:
+    """Cells of one field of a ranking and of its reference, from the ranking's ``params``
+    (``groupby``, ``reference``; for a ``within`` ranking, the field is a category of
+    ``within`` and the group is ``params['group']``)."""
+    groupby, reference = params["groupby"], str(params.get("reference", "rest"))
+    labels = np.asarray(group_labels(adata, groupby).astype(object))
+    if "within" in params:
+        inside = np.asarray(group_labels(adata, params["within"]).astype(object)) == field
+        group = str(params["group"])
+    else:
+        inside, group = np.ones(adata.n_obs, dtype=bool), field
+    in_group = inside & (labels == group)
+    in_ref = inside & ((~(labels == group) & pd.notna(labels)) if reference == "rest" else labels == reference)
+    if not in_group.any() or not in_ref.any():
+        raise ValueError(f"group {field!r} or its reference {reference!r} has no cells in adata.obs[{groupby!r}].")
+    return in_group, in_ref
