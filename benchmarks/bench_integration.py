@@ -1,7 +1,7 @@
 """Integrated data, side by side in one process: ``sc.tl.umap`` and scelm on the same
 integrated graph, with and without ``batch_key``.
 
-    python benchmarks/bench_integration.py [--cells 10000 50000] [--graphs harmony bbknn]
+    python benchmarks/bench_integration.py [--cells 10000 50000] [--graphs harmony bbknn] [--tsne]
 
 Data: ``scelm.datasets.simulate_markers`` with 2 batches (60 batch genes, each batch its own
 mix of types), 4 donors and two conditions (8 response genes per type), 6 types, 2,000
@@ -24,6 +24,10 @@ graph and the starting layout come from). Measured:
   for a pseudobulk t-test over donors (per type, each donor's mean expression in each
   condition, Welch's t between the conditions' donor means);
 - fit_s: fit time (scelm: parametric_umap alone; umap: sc.tl.umap on the stored graph).
+
+With ``--tsne``, also openTSNE (perplexity 30) on harmony's PCs against
+``parametric_tsne(use_rep='X_pca_harmony')``, with and without ``batch_key``: trust,
+mixing, type accuracy and fit time.
 """
 
 from __future__ import annotations
@@ -153,12 +157,33 @@ def run(n_cells: int, graph: str) -> list[dict]:
     return out
 
 
+def run_tsne(n_cells: int) -> list[dict]:
+    import openTSNE
+
+    import scelm
+
+    adata = simulate(n_cells)
+    space = harmony_graph(adata)
+    batches, rows = adata.obs[BATCH].to_numpy(), []
+    t0 = time.perf_counter()
+    Y = np.asarray(openTSNE.TSNE(perplexity=30, n_jobs=2, random_state=0).fit(space))
+    rows.append(("openTSNE", Y, time.perf_counter() - t0))
+    for label, kw in [("scelm t-SNE", {}), ("scelm t-SNE batch_key", {"batch_key": BATCH})]:
+        ad = adata.copy()
+        t0 = time.perf_counter()
+        scelm.tl.parametric_tsne(ad, use_rep="X_pca_harmony", store_jacobian=False, **kw)
+        rows.append((label, ad.obsm["X_elm_tsne"], time.perf_counter() - t0))
+    return [dict(cells=n_cells, graph="harmony PCs", method=m, trust=trustworthiness(space, Y), mixing=mixing(Y, batches),
+                 type_acc=knn_accuracy(Y, adata.obs["cell_type"]), fit_s=t) for m, Y, t in rows]
+
+
 def main() -> None:
     import scanpy as sc
 
     p = argparse.ArgumentParser()
     p.add_argument("--cells", type=int, nargs="+", default=[10000, 50000])
     p.add_argument("--graphs", nargs="+", default=["harmony", "bbknn"])
+    p.add_argument("--tsne", action="store_true")
     args = p.parse_args()
     sc.settings.verbosity = 0
     rows = []
@@ -167,6 +192,8 @@ def main() -> None:
             rows += run(n, graph)
             print_table(rows[-3:], f"{n} cells, {graph} graph")
     print_table(rows, "integrated data: the same graph for every method")
+    if args.tsne:
+        print_table([row for n in args.cells for row in run_tsne(n)], "t-SNE on integrated data")
 
 
 if __name__ == "__main__":

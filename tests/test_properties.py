@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from scelm._core.encoder import ACTIVATIONS, ConsensusEncoder, StackedEncoder
 from scelm._core.frontend import LinearFrontEnd
-from scelm._core.jacobian import iter_batches
+from scelm._core.jacobian import Batch, iter_batches, iter_member_batches
 from scelm._core.model import ELMModel
 
 
@@ -69,9 +69,10 @@ def test_gene_space_contributions_sum_to_embedding(seed, n_genes, n_in, centred,
     model = ELMModel(fe, members.member_states(), np.stack([np.eye(2), [[0.0, -1.0], [1.0, 0.0]]]), "relu")
     X = rng.exponential(size=(11, n_genes)).astype(np.float32)
     W = torch.as_tensor(fe.loadings)
-    for members in (False, True):
-        for b in iter_batches(model, X, device=torch.device("cpu"), batch_size=batch, members=members):
-            # The members' Jacobians come in the encoder's input space: J = J_z W^T in genes.
-            contributions = (b.jacobian @ W.T) * b.centred[:, None, None, :] if members else b.contributions()
-            total = contributions.sum(-1)
-            assert torch.allclose(total, b.embedding, rtol=1e-4, atol=1e-4 * (1 + float(b.embedding.abs().max())))
+    consensus = iter_batches(model, X, device=torch.device("cpu"), batch_size=batch)
+    members = iter_member_batches(model, X, device=torch.device("cpu"), batch_size=batch)
+    for b in [*consensus, *members]:
+        # The members' Jacobians come in the encoder's input space: J = J_z W^T in genes.
+        contributions = b.contributions() if isinstance(b, Batch) else (b.jacobian_z @ W.T) * b.centred[:, None, None, :]
+        total = contributions.sum(-1)
+        assert torch.allclose(total, b.embedding, rtol=1e-4, atol=1e-4 * (1 + float(b.embedding.abs().max())))

@@ -22,7 +22,7 @@ def _add(acc: GroupMoments, batches, code: np.ndarray, loadings) -> GroupMoments
 
     for b in batches:
         rows = torch.as_tensor(code[b.start : b.stop], device=acc.n.device, dtype=torch.long)
-        acc.update(rows, b.centred, b.jacobian, b.embedding, loadings)
+        acc.update(rows, b.centred, b.jacobian_z, b.embedding, loadings)
     return acc
 
 
@@ -48,14 +48,14 @@ def group_moments(adata, model: StoredModel, code: np.ndarray, n_groups: int, *,
     returns its partial sums; a batch holds ``batch_size`` cells."""
     import torch
 
-    from .._core.jacobian import iter_batches
+    from .._core.jacobian import iter_member_batches
 
     X = model.input_matrix(adata)
     shape = (n_groups, model.n_members, model.n_components, len(model.genes))
     loadings = torch.as_tensor(model.model.front_end.loadings, device=device)
 
     def moments(block, block_code: np.ndarray) -> np.ndarray:
-        batches = iter_batches(model.model, block, device=device, batch_size=batch_size, members=True)
+        batches = iter_member_batches(model.model, block, device=device, batch_size=batch_size)
         return _add(GroupMoments(*shape, device=device), batches, block_code, loadings).to_flat()
 
     size = GroupMoments(*shape, device=device).to_flat().size
