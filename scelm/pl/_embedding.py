@@ -9,7 +9,7 @@ from anndata import AnnData
 
 from .. import _keys, get
 from .._docs import doc_params
-from ._utils import doc_show, embedding_coords, finish, group_colors, panels, ranked_result
+from ._utils import doc_show, embedding_coords, finish, group_colors, label_map_axes, panels, ranked_result
 
 
 def _direction(component, d: int) -> tuple[np.ndarray, str]:
@@ -181,9 +181,7 @@ def gene_arrows(
     handles.append(Line2D([0], [0], color="k", lw=1.8))
     names.append(f"arrow = {scale:.2g} x mean\ncontribution vector")
     a.legend(handles, names, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, fontsize=8, markerscale=2)
-    a.set_xticks([]), a.set_yticks([])
-    a.set_xlabel(f"{elm_key}1"), a.set_ylabel(f"{elm_key}2")
-    a.set_title(f"top {n_genes} ELM genes per {groupby}")
+    label_map_axes(a, elm_key, f"top {n_genes} ELM genes per {groupby}")
     if ax is None:
         plt.tight_layout()
     return finish(fig, axes, show=show, return_fig=return_fig, save=save, name="gene_arrows")

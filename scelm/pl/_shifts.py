@@ -7,7 +7,7 @@ from anndata import AnnData
 from .. import _keys
 from .._docs import doc_params
 from ..tl._rank_genes_elm import contrast_masks
-from ._utils import doc_show, embedding_coords, finish, group_colors, panels, ranked_result
+from ._utils import doc_show, embedding_coords, finish, group_colors, label_map_axes, panels, ranked_result
 
 
 @doc_params(doc_show=doc_show)
@@ -70,9 +70,7 @@ def condition_shifts(
                  for g, s in zip(result["names"][field][:n_genes], result["scores"][field][:n_genes])]
         a.text(*end, f"{field}\n" + "\n".join(genes), fontsize=8, ha="left", va="bottom",
                bbox=dict(boxstyle="round,pad=0.2", fc="white", ec=color, lw=0.6, alpha=0.85))
-    a.set_xticks([]), a.set_yticks([])
-    a.set_xlabel(f"{elm_key}1"), a.set_ylabel(f"{elm_key}2")
-    a.set_title(f"{params['group']} vs {params['reference']} within each {params['within']}")
+    label_map_axes(a, elm_key, f"{params['group']} vs {params['reference']} within each {params['within']}")
     if ax is None:
         plt.tight_layout()
     return finish(fig, axes, show=show, return_fig=return_fig, save=save, name="condition_shifts")

@@ -77,6 +77,13 @@ def finish(fig, axes: list, *, show: bool | None, return_fig: bool, save: bool |
     return axes[0] if len(axes) == 1 else axes
 
 
+def label_map_axes(a, basis: str, title: str) -> None:
+    """A map panel's frame: no ticks, axes named after the basis, a title."""
+    a.set_xticks([]), a.set_yticks([])
+    a.set_xlabel(f"{basis}1"), a.set_ylabel(f"{basis}2")
+    a.set_title(title)
+
+
 def embedding_coords(adata: AnnData, basis: str) -> np.ndarray:
     """Coordinates of a basis (scanpy's rule: ``obsm[basis]`` or ``obsm['X_' + basis]``)."""
     key = basis_key(adata, basis)
