@@ -101,13 +101,23 @@ def gene_mask(adata: AnnData, var_names: pd.Index, mask_var) -> np.ndarray:
     return mask
 
 
-def warn_if_counts(X, what: str) -> None:
-    """Warn when the input looks like un-normalised counts (large non-negative integers)."""
+def warn_if_not_lognormalised(X, what: str) -> None:
+    """Warn when the input looks like un-normalised counts (large non-negative integers) or
+    scaled expression (negative values, as ``sc.pp.scale`` leaves): the encoder expects
+    log-normalised, unscaled expression, where a gene a cell lacks is zero."""
     data = X.data if sparse.issparse(X) else np.asarray(X)
-    if data.size and data.max() > 1000 and np.all(data[: min(data.size, 100_000)] % 1 == 0):
+    if not data.size:
+        return
+    if data.max() > 1000 and np.all(data[: min(data.size, 100_000)] % 1 == 0):
         logg.warning(
             f"{what} looks like raw counts (integers up to {data.max():.0f}); "
             "normalise and log-transform first (sc.pp.normalize_total, sc.pp.log1p)."
+        )
+    elif data.min() < 0:
+        logg.warning(
+            f"{what} has negative values (down to {data.min():.3g}): it looks scaled (sc.pp.scale) or centred. scelm "
+            "expects log-normalised, unscaled expression, so that a gene a cell does not express contributes zero; pass "
+            "use_raw=True (where .raw holds it) or layer= with log-normalised expression."
         )
 
 
@@ -165,5 +175,5 @@ def model_input(adata: AnnData, *, layer, use_raw, mask_var, use_rep=None):
         mask = np.all(np.isfinite(loadings), axis=1) & np.any(loadings != 0, axis=1)
         loadings = loadings[mask]
     Xs = GeneColumns(X, np.flatnonzero(mask))
-    warn_if_counts(Xs[: min(Xs.shape[0], 10_000)], "The input matrix")
+    warn_if_not_lognormalised(Xs[: min(Xs.shape[0], 10_000)], "The input matrix")
     return Xs, np.asarray(var_names[mask]), use_raw, loadings

@@ -110,6 +110,13 @@ def test_raw_counts_warning(sim):
     assert "raw counts" in _warnings(lambda: scelm.tl.parametric_umap(sim, **FAST))
 
 
+def test_scaled_input_warning_says_what_to_pass(pbmc):
+    """pbmc68k_reduced's .X is scaled (negative values); its .raw is log-normalised."""
+    said = _warnings(lambda: scelm.tl.parametric_umap(pbmc, **FAST, use_raw=False))
+    assert "negative values" in said and "use_raw=True" in said and "layer=" in said
+    assert "negative values" not in _warnings(lambda: scelm.tl.parametric_umap(pbmc, **FAST))  # reads .raw
+
+
 def test_overridden_graph_arguments_are_a_warning_and_can_be_had(pbmc):
     """A stored graph wins over explicit n_neighbors/knn, as in sc.tl.umap; the warning names
     them and neighbors_key=False gives what was asked."""
