@@ -20,7 +20,8 @@ graph and the starting layout come from). Measured:
 - batch_genes_top10: share of batch genes among each type's top-10 genes (mean over
   types), for the ELM ranking of the map and for the t-test;
 - response_recall10: share of each type's 8 simulated response genes among the top 10 of
-  its stim-vs-ctrl shift (mean over types), for ``rank_genes_elm(within='cell_type')`` and
+  its stim-vs-ctrl shift (mean over types), for ``rank_genes_elm(within='cell_type')``
+  (scores ``separation`` and ``expression``) and
   for a pseudobulk t-test over donors (per type, each donor's mean expression in each
   condition, Welch's t between the conditions' donor means);
 - fit_s: fit time (scelm: parametric_umap alone; umap: sc.tl.umap on the stored graph).
@@ -135,7 +136,8 @@ def run(n_cells: int, graph: str) -> list[dict]:
     ad = adata.copy()
     t0 = time.perf_counter()
     sc.tl.umap(ad, random_state=0)
-    rows.append(dict(method="sc.tl.umap", fit_s=time.perf_counter() - t0, Y=ad.obsm["X_umap"], elm=np.nan, response=np.nan))
+    rows.append(dict(method="sc.tl.umap", fit_s=time.perf_counter() - t0, Y=ad.obsm["X_umap"], elm=np.nan, response=np.nan,
+                     response_expr=np.nan))
     rep = "X_pca_harmony" if graph == "harmony" else None
     for label, kw in [("scelm", {}), ("scelm batch_key", {"batch_key": BATCH})]:
         ad = adata.copy()
@@ -143,16 +145,19 @@ def run(n_cells: int, graph: str) -> list[dict]:
         scelm.tl.parametric_umap(ad, use_rep=rep, store_jacobian=False, **kw)
         fit_s = time.perf_counter() - t0
         scelm.tl.rank_genes_elm(ad, "cell_type")
-        scelm.tl.rank_genes_elm(ad, "condition", groups="stim", reference="ctrl", within="cell_type", key_added="shift")
-        shift = {t: list(ad.uns["shift"]["names"][t]) for t in ad.uns["shift"]["names"].dtype.names}
+        found = {}
+        for score in ("separation", "expression"):
+            scelm.tl.rank_genes_elm(ad, "condition", groups="stim", reference="ctrl", within="cell_type", score=score, key_added="shift")
+            found[score] = recall({t: list(ad.uns["shift"]["names"][t]) for t in ad.uns["shift"]["names"].dtype.names}, truth)
         rows.append(dict(method=label, fit_s=fit_s, Y=ad.obsm["X_elm"], elm=batch_gene_share(ad, "rank_genes_elm", batch_genes),
-                         response=recall(shift, truth)))
+                         response=found["separation"], response_expr=found["expression"]))
     out = []
     for r in rows:
         Y = r.pop("Y")
         out.append(dict(cells=n_cells, graph=graph, method=r["method"], trust=trustworthiness(space, Y), mixing=mixing(Y, batches),
                         type_acc=knn_accuracy(Y, adata.obs["cell_type"]), batch_genes_top10_elm=r["elm"],
                         batch_genes_top10_ttest=de_share, response_recall10_elm=r["response"],
+                        response_recall10_elm_expression=r["response_expr"],
                         response_recall10_pseudobulk=pseudobulk, fit_s=r["fit_s"]))
     return out
 

@@ -137,6 +137,26 @@ def test_consensus_scores_equal_brute_force_on_its_contributions(ensemble_pbmc):
     assert res["params"]["n_models"] == 3
 
 
+def test_expression_score_is_the_expression_part_of_the_separation(ensemble_pbmc):
+    """expression = ((mean J_group + mean J_ref) / 2 * (mean x_group - mean x_ref)) . u, by hand
+    from get.jacobian and the expression the model reads."""
+    adata = ensemble_pbmc
+    scelm.tl.rank_genes_elm(adata, "bulk_labels", groups=["CD19+ B", "CD56+ NK"], score="expression", key_added="expr")
+    res = adata.uns["expr"]
+    model_genes = list(adata.uns["elm"]["var_names"])
+    J = scelm.get.jacobian(adata, genes=model_genes).astype(np.float64)
+    X = np.asarray(adata.raw[:, model_genes].X.toarray(), dtype=np.float64)
+    for g in ("CD19+ B", "CD56+ NK"):
+        mu_g, mu_r = _centroids(adata, "bulk_labels", g)
+        u = (mu_g - mu_r) / np.linalg.norm(mu_g - mu_r)
+        inside = (adata.obs["bulk_labels"] == g).to_numpy()
+        mid = (J[inside].mean(0) + J[~inside].mean(0)) / 2
+        expected = pd.Series(((mid * (X[inside].mean(0) - X[~inside].mean(0))).T @ u), index=model_genes)
+        got = pd.Series(res["scores"][g], index=res["names"][g])
+        np.testing.assert_allclose(got.loc[model_genes], expected, rtol=1e-4, atol=1e-6 * np.abs(expected).max())
+    assert np.isnan(res["pvals"]["CD19+ B"]).all()
+
+
 def test_ensemble_round_trips_and_transform_reproduces_the_map(ensemble_pbmc, tmp_path):
     adata = ensemble_pbmc
     entry = adata.uns["elm"]
@@ -306,6 +326,7 @@ def test_streamed_group_sums_equal_per_cell_contributions(seed, monkeypatch):
         assert rel_err(acc.s1[group], c[rows].sum(0).flatten(0, 1)) < 1e-6
         assert rel_err(acc.sj[group], J[rows].sum(0).flatten(0, 1)) < 1e-6
         assert rel_err(acc.sy[group], y[rows].double().sum(0).flatten()) < 1e-6
+        assert rel_err(acc.sx[group], centred[rows].double().sum(0)) < 1e-6
         assert rel_err(acc.s2[group], torch.einsum("bik,bjk->ijk", cbar[rows], cbar[rows])) < 1e-6
 
 
@@ -335,7 +356,7 @@ def test_pvalues_are_the_t_test_of_the_ranked_score(ensemble_pbmc, score):
     assert res["params"]["pvals"].startswith("Welch" if score == "separation" else "one-sample")
 
 
-@pytest.mark.parametrize("score", ["magnitude", "weight"])
+@pytest.mark.parametrize("score", ["magnitude", "weight", "expression"])
 def test_untested_scores_have_no_pvalues(fitted_pbmc, score):
     scelm.tl.rank_genes_elm(fitted_pbmc, "bulk_labels", groups=["CD19+ B"], score=score)
     res = fitted_pbmc.uns[KEY]
@@ -345,7 +366,7 @@ def test_untested_scores_have_no_pvalues(fitted_pbmc, score):
     assert len(df) == fitted_pbmc.raw.n_vars
 
 
-@pytest.mark.parametrize("score", ["separation", "position", "magnitude", "weight"])
+@pytest.mark.parametrize("score", ["separation", "position", "magnitude", "weight", "expression"])
 def test_member_parts_average_to_the_consensus_score(score):
     """scores_se is the standard error of the members' parts, whose mean is the consensus
     score for every score (for magnitude: each member's mean contribution projected on the
@@ -355,7 +376,8 @@ def test_member_parts_average_to_the_consensus_score(score):
     from scelm._core.ranking import MemberMeans, uniform
 
     gen = torch.Generator().manual_seed(0)
-    f = [torch.randn(5, 2, 30, dtype=torch.float64, generator=gen) for _ in range(3)]
-    means = MemberMeans(delta_y=torch.randn(5, 2, dtype=torch.float64, generator=gen) + 3, delta_c=f[0], mean_c=f[1], mean_j=f[2])
+    f = [torch.randn(5, 2, 30, dtype=torch.float64, generator=gen) for _ in range(4)]
+    means = MemberMeans(delta_y=torch.randn(5, 2, dtype=torch.float64, generator=gen) + 3, delta_c=f[0], mean_c=f[1], mean_j=f[2],
+                        delta_e=f[3])
     consensus = means.scores(score, uniform(5, means.delta_y))
     assert rel_err(means.member_parts(score).mean(0), consensus) < 1e-12

@@ -97,7 +97,7 @@ def _means(member_scores: np.ndarray) -> MemberMeans:
     delta_c = torch.zeros(n_members, 2, n_genes, dtype=torch.float64)
     delta_c[:, 0] = t
     delta_y = torch.tensor([[1.0, 0.0]] * n_members, dtype=torch.float64)
-    return MemberMeans(delta_y=delta_y, delta_c=delta_c, mean_c=delta_c, mean_j=delta_c)
+    return MemberMeans(delta_y=delta_y, delta_c=delta_c, mean_c=delta_c, mean_j=delta_c, delta_e=delta_c)
 
 
 def test_stability_estimate():

@@ -7,7 +7,7 @@ from typing import Literal, get_args
 Activation = Literal["relu", "leaky_relu", "prelu"]
 Init = Literal["pca", "spectral", "random"]  # or the name of an obsm key
 Precision = Literal["float32", "bfloat16"]
-Score = Literal["separation", "position", "magnitude", "weight"]
+Score = Literal["separation", "position", "magnitude", "weight", "expression"]
 CorrMethod = Literal["benjamini-hochberg", "bonferroni"]
 Protocol = Literal["both", "group"]
 KnnMethod = Literal["auto", "exact", "nndescent"]
@@ -32,6 +32,7 @@ AGREEMENT_TOP = 10
 UNTESTED = {
     "magnitude": "no test: magnitude is unsigned and has no per-cell null",
     "weight": "no test: the weight's per-cell second moments are not accumulated",
+    "expression": "no test: the expression part's per-cell second moments are not accumulated",
 }
 TESTS = {
     "separation": "Welch's t-test of the per-cell c_i . u, group against reference",

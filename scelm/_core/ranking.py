@@ -4,7 +4,7 @@ Per cell i and gene k, with c^m_ik (length d) the contribution vector of the ali
 m of an ensemble and c̄_ik their mean (the consensus's), the cells are reduced per group into
 
     n[g], S1[g] = sum c^m_i (stacked over m), SJ[g] = sum J^m_i, SY[g] = sum y^m_i,
-    S2[g] = sum c̄_i c̄_i^T
+    S2[g] = sum c̄_i c̄_i^T, SX[g] = sum (x_i - x_ref)
 
 so the memory is O(groups x M d x genes + groups x d^2 x genes), never cells x d x genes.
 Every direction u can be applied after the pass: the consensus's mean of (c̄_i . u) follows
@@ -46,7 +46,7 @@ class GroupMoments:
     """Accumulates the sums above for ``n_groups`` cell groups of an ensemble of
     ``n_members`` members with ``d`` axes, on ``device`` (float64)."""
 
-    FIELDS = ("n", "s1", "s2", "sj", "sy")
+    FIELDS = ("n", "s1", "s2", "sj", "sy", "sx")
 
     def __init__(self, n_groups: int, n_members: int, d: int, n_genes: int, *, device: torch.device):
         f64 = dict(dtype=torch.float64, device=device)
@@ -56,6 +56,7 @@ class GroupMoments:
         self.s2 = torch.zeros(n_groups, d, d, n_genes, **f64)
         self.sj = torch.zeros(n_groups, n_members * d, n_genes, **f64)
         self.sy = torch.zeros(n_groups, n_members * d, **f64)
+        self.sx = torch.zeros(n_groups, n_genes, **f64)
 
     def update(self, code: torch.Tensor, centred: torch.Tensor, jz: torch.Tensor, y: torch.Tensor, loadings: torch.Tensor) -> None:
         """Add a batch: ``code (b,)`` each cell's group (-1: left out), ``centred (b, genes)``
@@ -77,6 +78,7 @@ class GroupMoments:
                 self.s1[g] += _member_sums(x.to(f64), j64, W)
                 self.sj[g] += j64.sum(0).flatten(0, 1) @ W.T
                 self.sy[g] += y[rows].to(f64).sum(0).flatten()
+                self.sx[g] += x.to(f64).sum(0)
                 c = ((j.mean(1) @ loadings.T) * x[:, None, :]).to(f64)  # the consensus's (rows, d, genes)
                 for a in range(self.d):
                     for e in range(a, self.d):
@@ -110,14 +112,16 @@ class MemberMeans:
     """One group against its reference, per aligned member m of the ensemble: the
     differences of mean embedding ``delta_y (M, d)`` and of mean contributions
     ``delta_c (M, d, genes)``, the group's mean contributions ``mean_c`` and mean
-    Jacobians ``mean_j``. The consensus is the members' mean, so every score of the
-    consensus, of any weighted subset of members, and each member's part of the consensus
-    score follow from these by :meth:`scores`."""
+    Jacobians ``mean_j``, and the expression part of ``delta_c``: ``delta_e = (mean J_group
+    + mean J_ref) / 2 * (mean x_group - mean x_ref)``. The consensus is the members' mean, so
+    every score of the consensus, of any weighted subset of members, and each member's part
+    of the consensus score follow from these by :meth:`scores`."""
 
     delta_y: torch.Tensor
     delta_c: torch.Tensor
     mean_c: torch.Tensor
     mean_j: torch.Tensor
+    delta_e: torch.Tensor
 
     @property
     def n_members(self) -> int:
@@ -136,7 +140,11 @@ class MemberMeans:
 
         separation = (mean c_group - mean c_ref) . u sums over genes to the centroid
         distance; position = mean c_group . u to the group centroid's coordinate along u;
-        magnitude = |mean c_group| (unsigned); weight = mean J_group . u (no expression).
+        magnitude = |mean c_group| (unsigned); weight = mean J_group . u (no expression);
+        expression = delta_e . u, the part of the separation due to each gene's change of mean
+        expression at the two groups' mean mapping. Exactly, mean c_g - mean c_r =
+        J̄ Δx̄ + x̄ ΔJ̄ + ΔCov(J, x) with J̄, x̄ the two groups' midpoints (products
+        per gene): the expression part is the first term.
         u is the weighted map's own direction, unless ``along`` gives the direction
         ``(d,)`` (``(d, genes)`` for magnitude): with the consensus's, the members' rows
         (``weights`` the identity) are their parts of the consensus score, whose mean it is.
@@ -144,7 +152,7 @@ class MemberMeans:
         if score == "magnitude":
             mean = torch.einsum("...m,mdk->...dk", weights, self.mean_c)
             return mean.norm(dim=-2) if along is None else (mean * along).sum(-2)
-        field = {"separation": self.delta_c, "position": self.mean_c, "weight": self.mean_j}[score]
+        field = {"separation": self.delta_c, "position": self.mean_c, "weight": self.mean_j, "expression": self.delta_e}[score]
         if along is None:
             if weights.dim() == 2:
                 return torch.stack([self.scores(score, w) for w in weights])
@@ -205,6 +213,7 @@ def group_scores(g: dict, r: dict, n_members: int, d: int) -> GroupScores:
         delta_c=(g["s1"] / ng - r["s1"] / nr).reshape(n_members, d, -1),
         mean_c=(g["s1"] / ng).reshape(n_members, d, -1),
         mean_j=(g["sj"] / ng).reshape(n_members, d, -1),
+        delta_e=((g["sj"] / ng + r["sj"] / nr) / 2).reshape(n_members, d, -1) * (g["sx"] / ng - r["sx"] / nr),
     )
     weights = uniform(n_members, means.delta_y)
     u, dist = means.direction(weights)
@@ -218,7 +227,7 @@ def group_scores(g: dict, r: dict, n_members: int, d: int) -> GroupScores:
 
     (m_g, v_g), (m_r, v_r) = moments(g, ng), moments(r, nr)
     tests = {"separation": welch(m_g, v_g, ng, m_r, v_r, nr), "position": one_sample_t(m_g, v_g, ng)}
-    scores = {name: means.scores(name, weights).cpu().numpy() for name in ("separation", "position", "magnitude", "weight")}
+    scores = {name: means.scores(name, weights).cpu().numpy() for name in ("separation", "position", "magnitude", "weight", "expression")}
     return GroupScores(scores=scores, members=means, tests={k: (t.cpu().numpy(), f.cpu().numpy()) for k, (t, f) in tests.items()},
                        distance=float(dist))
 
