@@ -1,14 +1,14 @@
 """Trust in ELM rankings, under the defaults, side by side with scanpy in one warm process.
 
-    python benchmarks/bench_trust.py [--data pbmc sim2000 sim10000 sim50000] [--seeds 5]
+    python benchmarks/bench_trust.py [--data pbmc sim2000 sim10000 sim50000 sim200000] [--seeds 5]
                                      [--configs default "n_models=1" "n_models=3,hidden=64-64"]
                                      [--json results/trust.json]
 
 For pbmc68k_reduced (``bulk_labels``) and simulated data (``scelm.datasets.simulate_markers``,
 2,000 genes, 8 types), every method embeds the same graph: pbmc68k_reduced's stored
-``sc.pp.neighbors`` graph, and for simulated data the UMAP graph of 50 PCs (exact 15-NN,
-built once and stored as ``uns['neighbors']``, since ``sc.pp.neighbors`` fails from 8,192
-cells with pynndescent 0.7 and scipy 1.17). Each scelm configuration is fitted with
+``sc.pp.neighbors`` graph, and for simulated data the UMAP graph of 50 PCs (15-NN, exact up
+to 50,000 cells and NNDescent above, built once and stored as ``uns['neighbors']``, since
+``sc.pp.neighbors`` fails from 8,192 cells with pynndescent 0.7 and scipy 1.17). Each scelm configuration is fitted with
 ``--seeds`` values of ``random_state``; ``sc.tl.umap`` with 3. Measured:
 
 (a) exactness against the displayed map: the largest relative error of the contributions'
@@ -17,7 +17,9 @@ cells with pynndescent 0.7 and scipy 1.17). Each scelm configuration is fitted w
 (b) stability: top-10 agreement (Jaccard, mean over groups and pairs of seeds) of
     ``rank_genes_elm``, beside the t-test-wilcoxon agreement on the same genes;
 (c) calibration: Spearman correlation, over groups, between the ``stability`` one fit
-    reports (mean over seeds) and the group's measured agreement;
+    reports (mean over seeds) and the group's measured agreement; the confident top genes
+    one fit reports (``n_confident`` per group) and the share of them in another seed's
+    top 10 (``confident_kept``); per group, ``direction_agreement`` beside its agreement;
 (d) faithfulness: deletion@10 (protocol 'both') on the displayed map of the first 2 seeds,
     for ELM, t-test, wilcoxon and logreg;
 (e) trustworthiness (k=15, 50-PC space, 5,000 cells) against ``sc.tl.umap``;
@@ -39,6 +41,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import print_table, trustworthiness  # noqa: E402
 
+from scelm._core.options import CONFIDENT  # noqa: E402
+
 warnings.filterwarnings("ignore")
 DE = ("t-test", "wilcoxon", "logreg")
 DELETION_SEEDS = 2
@@ -58,7 +62,7 @@ def load(name: str):
     adata, _ = scelm.datasets.simulate_markers(int(name.removeprefix("sim")), 2000, n_types=8, random_state=0)
     del adata.layers["counts"]
     sc.pp.pca(adata, n_comps=50, random_state=0)
-    graph = fuzzy_graph(adata.obsm["X_pca"], n_neighbors=15, random_state=0, device=torch.device("cpu"), method="exact")
+    graph = fuzzy_graph(adata.obsm["X_pca"], n_neighbors=15, random_state=0, device=torch.device("cpu"), method="auto")
     adata.obsp["connectivities"] = adata.obsp["distances"] = graph
     adata.uns["neighbors"] = {"connectivities_key": "connectivities", "distances_key": "distances",
                               "params": {"n_neighbors": 15, "method": "umap", "use_rep": "X_pca"}}
@@ -72,8 +76,17 @@ def parse_config(text: str) -> dict:
     out = {}
     for item in text.split(","):
         key, value = item.split("=")
-        out[key] = tuple(int(v) for v in value.split("-")) if key == "hidden" else (int(value) if value.isdigit() else value)
+        out[key] = tuple(int(v) for v in value.split("-")) if key == "hidden" else _number_or_text(value)
     return out
+
+
+def _number_or_text(value: str):
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return value
 
 
 def top(adata, key: str, n: int = 10) -> dict[str, set[str]]:
@@ -132,8 +145,10 @@ def one_fit(adata, groupby: str, seed: int, config: dict, *, deletion: bool) -> 
     out = {"time": time.perf_counter() - t0, "embedding": ad.obsm["X_elm"], "n_models": int(ad.uns["elm"]["params"]["n_models"])}
     scelm.tl.rank_genes_elm(ad, groupby)
     res = ad.uns["rank_genes_elm"]
-    out["stability"] = {g: float(res["stability"][g][0]) for g in res["names"].dtype.names}
+    for summary in ("stability", "direction_agreement", "n_confident"):
+        out[summary] = {g: float(res[summary][g][0]) for g in res["names"].dtype.names}
     out["top"] = top(ad, "rank_genes_elm")
+    out["confident"] = {g: set(np.asarray(res["names"][g])[np.asarray(res["top_frequency"][g]) >= CONFIDENT]) for g in out["top"]}
     out["exactness"] = exactness(ad, groupby)
     if deletion:
         de_rankings(ad, groupby)
@@ -160,6 +175,9 @@ def summarise(name: str, label: str, runs: list[dict], pcs: np.ndarray, umap_tim
     groups = list(runs[0]["top"])
     per_group = {g: float(np.mean([jaccard(runs[i]["top"][g], runs[j]["top"][g]) for i, j in pairs])) for g in groups}
     reported = {g: float(np.nanmean([r["stability"][g] for r in runs])) for g in groups}
+    # Of the genes one fit calls confident, the share in another fit's top 10.
+    kept = [len(runs[i]["confident"][g] & runs[j]["top"][g]) for i, j in itertools.permutations(range(len(runs)), 2) for g in groups]
+    called = [len(runs[i]["confident"][g]) for i, j in itertools.permutations(range(len(runs)), 2) for g in groups]
     with_del = [r for r in runs if "deletion" in r]
     de = with_del[0]["de_top"]
     row = dict(
@@ -168,6 +186,8 @@ def summarise(name: str, label: str, runs: list[dict], pcs: np.ndarray, umap_tim
         agreement=float(np.mean(list(per_group.values()))),
         ttest_vs_wilcoxon=float(np.mean([jaccard(de["t-test"][g], de["wilcoxon"][g]) for g in groups])),
         reported_stability=float(np.nanmean(list(reported.values()))),
+        n_confident=float(np.mean([r["n_confident"][g] for r in runs for g in groups])),
+        confident_kept=float(sum(kept) / max(sum(called), 1)),
         **{f"del10_{k.replace('rank_genes_elm', 'elm')}": float(np.mean([r["deletion"][k] for r in with_del]))
            for k in ("rank_genes_elm", *DE)},
         trust=float(np.mean([trustworthiness(pcs, r["embedding"]) for r in runs])), trust_umap=umap_trust,
@@ -175,7 +195,8 @@ def summarise(name: str, label: str, runs: list[dict], pcs: np.ndarray, umap_tim
     )
     row["fit_vs_umap"] = row["fit_s"] / umap_time
     row["best_de_del10"] = max(row[f"del10_{m}"] for m in DE)
-    calibration = [(name, g, reported[g], per_group[g]) for g in groups]
+    spread = {g: float(np.mean([r["direction_agreement"][g] for r in runs])) for g in groups}
+    calibration = [(name, g, reported[g], per_group[g], spread[g]) for g in groups]
     return row, calibration
 
 
@@ -208,6 +229,8 @@ def main() -> None:
             calibration += [(label, *c) for c in calib]
             print_table([row], f"{name}, {label}")
     print_table(rows, f"trust of rank_genes_elm, {args.seeds} seeds")
+    print_table([dict(config=c[0], data=c[1], group=c[2], reported=c[3], measured=c[4], direction_agreement=c[5])
+                 for c in sorted(calibration, key=lambda c: c[5])], "per group, by distance over spread")
     calib_rows = []
     for label in args.configs:
         pts = [c for c in calibration if c[0] == label and c[1] != "sim50000" and np.isfinite(c[3])]

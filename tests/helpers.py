@@ -14,3 +14,22 @@ def rel_err(a, b) -> float:
     """Max absolute difference relative to the largest magnitude of ``b`` (arrays or tensors)."""
     a, b = _array(a), _array(b)
     return float(np.abs(a - b).max() / np.abs(b).max())
+
+
+def logged_warnings(call) -> str:
+    """What ``call`` logs at warning level through scanpy's logger."""
+    import io
+    import logging
+
+    import scanpy as sc
+
+    stream, verbosity = io.StringIO(), sc.settings.verbosity
+    handler = logging.StreamHandler(stream)
+    sc.settings._root_logger.addHandler(handler)  # scanpy logs through its own root logger
+    sc.settings.verbosity = 1  # the suite runs silent; warnings show from 1 on
+    try:
+        call()
+    finally:
+        sc.settings.verbosity = verbosity
+        sc.settings._root_logger.removeHandler(handler)
+    return stream.getvalue()

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import scanpy as sc
-from helpers import FAST, rel_err
+from helpers import FAST, logged_warnings, rel_err
 from scipy import sparse
 
 import scelm
@@ -88,42 +88,25 @@ def test_bad_data(make, exc, match):
         scelm.tl.parametric_umap(adata, **FAST)
 
 
-def _warnings(call) -> str:
-    """What ``call`` logs at warning level through scanpy's logger."""
-    import io
-    import logging
-
-    stream, verbosity = io.StringIO(), sc.settings.verbosity
-    handler = logging.StreamHandler(stream)
-    sc.settings._root_logger.addHandler(handler)  # scanpy logs through its own root logger
-    sc.settings.verbosity = 1  # the suite runs silent; warnings show from 1 on
-    try:
-        call()
-    finally:
-        sc.settings.verbosity = verbosity
-        sc.settings._root_logger.removeHandler(handler)
-    return stream.getvalue()
-
-
 def test_raw_counts_warning(sim):
     sim.X = sim.layers["counts"] * 1000
-    assert "raw counts" in _warnings(lambda: scelm.tl.parametric_umap(sim, **FAST))
+    assert "raw counts" in logged_warnings(lambda: scelm.tl.parametric_umap(sim, **FAST))
 
 
 def test_scaled_input_warning_says_what_to_pass(pbmc):
     """pbmc68k_reduced's .X is scaled (negative values); its .raw is log-normalised."""
-    said = _warnings(lambda: scelm.tl.parametric_umap(pbmc, **FAST, use_raw=False))
+    said = logged_warnings(lambda: scelm.tl.parametric_umap(pbmc, **FAST, use_raw=False))
     assert "negative values" in said and "use_raw=True" in said and "layer=" in said
-    assert "negative values" not in _warnings(lambda: scelm.tl.parametric_umap(pbmc, **FAST))  # reads .raw
+    assert "negative values" not in logged_warnings(lambda: scelm.tl.parametric_umap(pbmc, **FAST))  # reads .raw
 
 
 def test_overridden_graph_arguments_are_a_warning_and_can_be_had(pbmc):
     """A stored graph wins over explicit n_neighbors/knn, as in sc.tl.umap; the warning names
     them and neighbors_key=False gives what was asked."""
-    said = _warnings(lambda: scelm.tl.parametric_umap(pbmc, **FAST, n_neighbors=7, knn="exact"))
+    said = logged_warnings(lambda: scelm.tl.parametric_umap(pbmc, **FAST, n_neighbors=7, knn="exact"))
     assert "n_neighbors=7" in said and "knn='exact'" in said and "neighbors_key=False" in said
     assert pbmc.uns["elm"]["params"]["graph"] == "uns:neighbors"
-    assert _warnings(lambda: scelm.tl.parametric_umap(pbmc, **FAST)) == ""  # defaults: nothing to say
+    assert logged_warnings(lambda: scelm.tl.parametric_umap(pbmc, **FAST)) == ""  # defaults: nothing to say
     scelm.tl.parametric_umap(pbmc, **FAST, n_neighbors=7, neighbors_key=False)
     assert pbmc.uns["elm"]["params"]["graph"] == "scelm:7:exact" and pbmc.uns["elm"]["params"]["n_neighbors"] == 7
 

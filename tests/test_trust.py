@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 import scanpy as sc
 import torch
+from helpers import logged_warnings
 
 import scelm
 from scelm._core.encoder import StackedEncoder
@@ -101,7 +102,9 @@ def _means(member_scores: np.ndarray) -> MemberMeans:
 
 
 def test_stability_estimate():
-    estimate = seed_agreement
+    def estimate(*args):
+        return seed_agreement(*args).stability
+
     lower = np.zeros(30, dtype=bool)
     same = np.tile(np.linspace(1, 0, 30), (4, 1))
     assert estimate(_means(same), "separation", lower, 10) == 1.0
@@ -133,8 +136,20 @@ def test_stability_level_matches_independent_ensembles(n_members, noise):
         return rank_order(scores, lower)[:10]
 
     truth = np.mean([jaccard(top(ensemble().mean(0)), top(ensemble().mean(0))) for _ in range(300)])
-    estimates = [seed_agreement(_means(ensemble()), "separation", lower, 10) for _ in range(40)]
+    estimates = [seed_agreement(_means(ensemble()), "separation", lower, 10).stability for _ in range(40)]
     assert abs(np.mean(estimates) - truth) < 0.06, (np.mean(estimates), truth)
+
+
+def test_top_frequency_marks_settled_genes():
+    """Genes far ahead of the rest are in every simulated refit's top 10; genes whose scores
+    tie within the members' noise share the other places, none settled."""
+    rng = np.random.default_rng(0)
+    signal = np.concatenate([np.full(5, 10.0), np.full(20, 1.0), np.zeros(25)])
+    agreement = seed_agreement(_means(signal + 0.3 * rng.normal(size=(6, 50))), "separation", np.zeros(50, bool), 10)
+    freq = agreement.top_frequency
+    assert np.all(freq[:5] == 1.0) and np.all(freq[25:] == 0.0)
+    assert freq[5:25].sum() == pytest.approx(5.0) and freq[5:25].max() < 0.95
+    assert np.all(np.isnan(seed_agreement(_means(signal[None]), "separation", np.zeros(50, bool), 10).top_frequency))
 
 
 def test_member_agreement():
@@ -160,6 +175,8 @@ def test_ensemble_ranking_reports_agreement(sim, tmp_path):
     same = sim.uns["same_rank"]
     for g in same["names"].dtype.names:
         assert same["stability"][g][0] == 1.0 and same["member_agreement"][g][0] == 1.0
+        # every refit keeps the same top 10: exactly ten confident genes
+        assert same["n_confident"][g][0] == 10 and np.all(np.asarray(same["top_frequency"][g][:10]) == 1.0)
         assert np.all(np.asarray(same["rank_sd"][g])[np.isfinite(same["rank_sd"][g])] == 0)
         np.testing.assert_allclose(same["scores_se"][g], 0, atol=1e-6)
     # Real members disagree somewhere: lower stability for at least one group.
@@ -169,9 +186,43 @@ def test_ensemble_ranking_reports_agreement(sim, tmp_path):
     fig = scelm.pl.rank_genes_elm(sim, n_genes=5, show=False, return_fig=True)
     g = res["names"].dtype.names[0]
     ax = [a for a in fig.axes if a.get_visible()][0]
-    assert ax.get_title() == f"{g}\nstability {res['stability'][g][0]:.2f}"
+    assert ax.get_title().startswith(f"{g}\nstability {res['stability'][g][0]:.2f}, {res['n_confident'][g][0]:.0f} confident")
     top = [f"{n} (±{s:.0f})" for n, s in zip(res["names"][g][:5], res["rank_sd"][g][:5])]
     assert [t.get_text() for t in ax.get_yticklabels()] == top[::-1]
+    bold = [t.get_fontweight() == "bold" for t in ax.get_yticklabels()][::-1]
+    assert bold == [bool(f >= 0.9) for f in res["top_frequency"][g][:5]]
+
+
+def test_direction_agreement_is_the_members_mean_direction(ensemble_pbmc, monkeypatch):
+    """direction_agreement is the length of the mean of the aligned members' unit vectors
+    from the rest's centroid to the group's, each member's map computed here from its own
+    encoder; a group below the threshold gets the warning and the plot's flag."""
+    import torch
+
+    from scelm._model import StoredModel
+
+    adata = ensemble_pbmc
+    scelm.tl.rank_genes_elm(adata, "bulk_labels")
+    res = adata.uns["rank_genes_elm"]
+    stored = StoredModel.from_adata(adata, "elm")
+    model = stored.model
+    z = torch.as_tensor(model.front_end.project(stored.input_matrix(adata)), dtype=torch.float32)
+    encoders = model.encoder()
+    with torch.no_grad():
+        maps = np.einsum("mde,mne->mnd", model.alignment, encoders.members(z).numpy()).astype(np.float64)
+    labels = adata.obs["bulk_labels"].astype(str).to_numpy()
+    for g in res["names"].dtype.names:
+        dy = maps[:, labels == g].mean(1) - maps[:, labels != g].mean(1)
+        expected = np.linalg.norm((dy / np.linalg.norm(dy, axis=1, keepdims=True)).mean(0))
+        assert res["direction_agreement"][g][0] == pytest.approx(expected, rel=1e-4)
+    worst = min(res["names"].dtype.names, key=lambda g: res["direction_agreement"][g][0])
+    limit = float(res["direction_agreement"][worst][0]) * 1.001
+    monkeypatch.setattr("scelm.tl._rank_genes_elm.DIRECTION_MIN", limit)
+    monkeypatch.setattr("scelm.pl._ranking.DIRECTION_MIN", limit)
+    logged = logged_warnings(lambda: scelm.tl.rank_genes_elm(adata, "bulk_labels", key_added="again"))
+    assert f"which side of their reference [{worst!r}] sit" in logged
+    fig = scelm.pl.rank_genes_elm(adata, key="again", groups=[worst], show=False, return_fig=True)
+    assert fig.axes[0].get_title().endswith("direction ill-defined")
 
 
 def _fit_pbmc():

@@ -27,6 +27,15 @@ KNN_METHODS = get_args(KnnMethod)
 # 0.18 and 0.53, and no group measured at 0.5 or more reported below 0.56.
 UNSTABLE = 0.55
 AGREEMENT_TOP = 10
+# A gene is in a group's confident top genes when a fit from another random_state is
+# expected to keep it in its top-AGREEMENT_TOP at least this often (``top_frequency``).
+CONFIDENT = 0.9
+# A group whose members agree on its direction from the reference less than this (the
+# length of their mean unit direction, ``direction_agreement``) has no well-defined
+# direction to project on: its ranking is flagged (warning, plots). Measured on
+# pbmc68k_reduced and 10,000 simulated cells (2 seeds): groups ranked stably across seeds
+# reach 0.84-1.00; the groups whose top 10 changed with the seed 0.55-0.77.
+DIRECTION_MIN = 0.8
 
 # Why a score has no p-value (rank_genes_elm's uns[key]['params']['pvals']).
 UNTESTED = {

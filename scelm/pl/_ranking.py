@@ -8,7 +8,7 @@ import numpy as np
 from anndata import AnnData
 
 from .. import _keys
-from .._core.options import UNSTABLE
+from .._core.options import CONFIDENT, DIRECTION_MIN, UNSTABLE
 from .._docs import doc_params
 from ._utils import check_groups, doc_show, finish, panels, ranked_result
 
@@ -31,9 +31,13 @@ def rank_genes_elm(
     Bars are the scores (positive: the gene moves the group away from its reference);
     error bars are the standard error over the models of an ensemble, when there is one.
     Genes lower in the group than in its reference are hatched. With an ensemble, each
-    gene's label carries the standard deviation of its rank over the models, and each
-    title the ranking's ``stability`` (expected top-10 agreement with another seed, see
-    :func:`scelm.tl.rank_genes_elm`; red below 0.55, where it warns).
+    gene's label carries the standard deviation of its rank over the models, the genes a
+    fit from another seed is expected to keep in its top 10 at least 9 times in 10 (the
+    confident top genes, ``top_frequency``) are in bold, and each title gives the ranking's
+    ``stability`` (expected top-10 agreement with another seed, see
+    :func:`scelm.tl.rank_genes_elm`; red below 0.55, where it warns) and says when the
+    group's direction in the map is ill-defined (the models disagree on which side of its
+    reference the group sits: the ranking then depends on the seed).
 
     Parameters
     ----------
@@ -65,17 +69,34 @@ def rank_genes_elm(
         for bar, low in zip(bars, lower):
             if low:
                 bar.set_hatch("//")
-        rank_sd = np.asarray(result["rank_sd"][g][:n_genes], dtype=float)[::-1] if "rank_sd" in result else np.full(len(names), np.nan)
+        rank_sd, frequency = (_column(result, name, g, len(names))[::-1] for name in ("rank_sd", "top_frequency"))
         a.set_yticks(range(len(names)), [n if np.isnan(sd) else f"{n} (±{sd:.0f})" for n, sd in zip(names, rank_sd)], fontsize=8)
+        for label, f in zip(a.get_yticklabels(), frequency):
+            label.set_fontweight("bold" if f >= CONFIDENT else "normal")
         a.axvline(0, color="k", lw=0.6)
-        stable = float(result["stability"][g][0]) if "stability" in result else float("nan")
-        if np.isnan(stable):
-            a.set_title(g, fontsize=10)
-        else:
-            a.set_title(f"{g}\nstability {stable:.2f}", fontsize=10, color="#b2182b" if stable < UNSTABLE else "k")
+        _title(a, g, result)
         a.set_xlabel(f"ELM {result['params'].get('score', 'score')}")
     fig.tight_layout()
     return finish(fig, axes, show=show, return_fig=return_fig, save=save, name="rank_genes_elm")
+
+
+def _column(result, name: str, group: str, n: int) -> np.ndarray:
+    """The first ``n`` values of a per-gene column, NaN where the ranking lacks it."""
+    return np.asarray(result[name][group][:n], dtype=float) if name in result else np.full(n, np.nan)
+
+
+def _title(ax, group: str, result) -> None:
+    """The group, its stability and confident genes, and a flag when its direction is
+    ill-defined (red when either needs care)."""
+    summary = {k: float(result[k][group][0]) for k in ("stability", "n_confident", "direction_agreement") if k in result}
+    lines, warn = [group], False
+    if np.isfinite(stable := summary.get("stability", np.nan)):
+        lines.append(f"stability {stable:.2f}, {summary['n_confident']:.0f} confident")
+        warn = stable < UNSTABLE
+    if summary.get("direction_agreement", np.inf) < DIRECTION_MIN:
+        lines.append("direction ill-defined")
+        warn = True
+    ax.set_title("\n".join(lines), fontsize=10, color="#b2182b" if warn else "k")
 
 
 def rank_genes_elm_dotplot(

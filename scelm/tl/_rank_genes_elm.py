@@ -11,7 +11,7 @@ from scanpy import logging as logg
 
 from .. import _keys
 from .._core.blocks import BLOCK_ROWS, GeneColumns
-from .._core.options import AGREEMENT_TOP, CORR_METHODS, SCORES, TESTS, UNSTABLE, UNTESTED, CorrMethod, Score
+from .._core.options import AGREEMENT_TOP, CONFIDENT, CORR_METHODS, DIRECTION_MIN, SCORES, TESTS, UNSTABLE, UNTESTED, CorrMethod, Score
 from .._docs import doc_batch_device, doc_copy, doc_params
 from .._input import check_adata, group_labels, source_matrix
 from .._model import StoredModel
@@ -140,11 +140,17 @@ def rank_genes_elm(
     ``lower_in_group``, ``scores_se`` (the standard error of the members' parts: a seed
     error given the data, with M - 1 degrees of freedom), ``rank_sd`` (standard deviation over the members of
     the gene's rank in their parts of the score; NaN for one model),
-    ``centroid_distance`` (in the map), ``member_agreement`` (per group, the mean pairwise
-    Jaccard index of the members' top-10 genes) and ``stability`` (per group, the expected
-    Jaccard index of the top-10 genes with a fit from another ``random_state``, estimated
-    from disjoint halves of the members rescaled to the ensemble's size; below 0.55 a
-    warning is logged); both NaN for one model; plus ``params``. ``pvals`` test the ranked
+    ``top_frequency`` (how often a fit from another ``random_state`` is expected to keep
+    the gene in its top 10; NaN for one model), and per group ``centroid_distance`` (in the
+    map), ``direction_agreement`` (the length of the mean of the members' unit directions
+    from the reference's centroid to the group's: below 0.8 the direction the scores
+    project on is ill-defined, the ranking depends on the seed, and a warning is logged),
+    ``member_agreement`` (the mean pairwise Jaccard index of the members' top-10 genes),
+    ``stability`` (the expected Jaccard index of the top-10 genes with a fit from another
+    ``random_state``, estimated from disjoint halves of the members rescaled to the
+    ensemble's size; below 0.55 a warning is logged) and ``n_confident`` (how many genes
+    have ``top_frequency`` of at least 0.9: the group's confident top genes, a set whose
+    size varies); all but the distance NaN for one model; plus ``params``. ``pvals`` test the ranked
     score: for ``'separation'`` Welch's t-test of the per-cell projected contribution
     ``C_i . u`` between group and reference, for ``'position'`` the one-sample t-test of
     ``C_i . u`` in the group; ``'magnitude'``, ``'weight'`` and ``'expression'`` have none (NaN;
@@ -169,7 +175,8 @@ def rank_genes_elm(
     return target if copy else None
 
 
-COLUMNS = ("names", "scores", "logfoldchanges", "pvals", "pvals_adj", "lower_in_group", "scores_se", "rank_sd")
+COLUMNS = ("names", "scores", "logfoldchanges", "pvals", "pvals_adj", "lower_in_group", "scores_se", "rank_sd", "top_frequency")
+SUMMARIES = ("centroid_distance", "direction_agreement", "member_agreement", "stability", "n_confident")
 
 
 class _ELMRanking:
@@ -285,24 +292,29 @@ class _ELMRanking:
         lower = mean_g < mean_r
         order = rank_order(values, lower)  # expressed-or-higher genes first, then by score
         agree, rank_sd = member_agreement(rank_order(parts, lower[self.pos]), AGREEMENT_TOP)
-        full_rank_sd = np.full(n_genes, np.nan)
-        full_rank_sd[self.pos] = rank_sd
+        seeds = seed_agreement(s.members, score, lower[self.pos], AGREEMENT_TOP)
+        full_rank_sd, frequency = np.full(n_genes, np.nan), np.full(n_genes, np.nan if n_members < 2 else 0.0)
+        full_rank_sd[self.pos], frequency[self.pos] = rank_sd, seeds.top_frequency
         expm1 = _expm1(self.adata)
         columns = dict(
             names=self.genes[order].astype(object), scores=values[order].astype(np.float32),
             logfoldchanges=np.log2((expm1(mean_g) + 1e-9) / (expm1(mean_r) + 1e-9))[order].astype(np.float32),
             pvals=pvals[order], pvals_adj=pvals_adj[order], lower_in_group=lower[order],
             scores_se=se[order].astype(np.float32), rank_sd=full_rank_sd[order].astype(np.float32),
+            top_frequency=frequency[order].astype(np.float32),
         )
-        summary = dict(centroid_distance=s.distance, member_agreement=agree,
-                       stability=seed_agreement(s.members, score, lower[self.pos], AGREEMENT_TOP), small=small)
+        summary = dict(
+            centroid_distance=s.distance, direction_agreement=s.direction_agreement, member_agreement=agree,
+            stability=seeds.stability, n_confident=float(np.sum(frequency >= CONFIDENT)) if n_members > 1 else np.nan,
+            small=small,
+        )
         return columns, summary
 
     def result(self, score: str, corr_method: str) -> dict:
         """Every group's columns as scanpy's recarrays, the per-group summaries, params."""
         per_group = {field: self.group(field, score, corr_method) for field in self.contrasts}
         result = {name: _recarray({g: cols[name] for g, (cols, _) in per_group.items()}) for name in COLUMNS}
-        for name in ("centroid_distance", "member_agreement", "stability"):
+        for name in SUMMARIES:
             result[name] = _recarray({g: np.array([summary[name]], dtype=np.float32) for g, (_, summary) in per_group.items()})
         if small := [g for g, (_, summary) in per_group.items() if summary["small"]]:
             logg.warning(f"groups {small} (or their reference) have fewer than 2 cells: p-values set to 1.")
@@ -311,6 +323,12 @@ class _ELMRanking:
                 f"The top {AGREEMENT_TOP} genes of {unstable} are unstable: a fit with another random_state is expected "
                 f"to share fewer than {UNSTABLE:.0%} of them (stability, Jaccard index). Read their order with care, or fit "
                 "more models (parametric_umap(n_models=...)); per-gene rank spread: uns[key_added]['rank_sd']."
+            )
+        if ill_defined := [g for g, (_, summary) in per_group.items() if summary["direction_agreement"] < DIRECTION_MIN]:
+            logg.warning(
+                f"The models disagree on which side of their reference {ill_defined} sit in the map (direction_agreement "
+                f"below {DIRECTION_MIN}): the direction their scores are measured along is ill-defined, so their ranking "
+                "depends on the seed. Rank them against one neighbouring group (reference=) instead."
             )
         result["params"] = dict(
             groupby=self.groupby, reference=self.reference, method="elm", use_raw=self.use_raw, layer=self.layer,
