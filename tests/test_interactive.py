@@ -141,20 +141,13 @@ def test_page_loads_offline_without_errors_and_draws(browser_page):
     assert (pixels < 200).mean() > 0.01  # points and axes drawn, not a blank canvas
 
 
-CELL_XY = """(i) => {
-  const doc = Bokeh.documents[0], view = Bokeh.index.find_one(doc.get_model_by_name('map'));
-  const src = doc.get_model_by_name('cells'), box = view.canvas_view.el.getBoundingClientRect();
-  return [box.left + view.frame.x_scale.compute(src.data.x[i]), box.top + view.frame.y_scale.compute(src.data.y[i])];
-}"""
-
-
 def test_hover_shows_the_cells_true_top_genes(browser_page, ensemble):
     page, errors = browser_page
     C = scelm.get.contributions(ensemble)
     genes = np.asarray(ensemble.raw.var_names)
     xy = ensemble.obsm["X_elm"]
     i = int(np.argmax(np.linalg.norm(xy - xy.mean(0), axis=1)))  # an outer cell: nothing drawn over it
-    page.mouse.move(*page.evaluate(CELL_XY, i))
+    page.mouse.move(*page.evaluate("(i) => window.scelm.screenPosition(i)", i))
     page.wait_for_timeout(500)
     tooltip = page.locator(".bk-tooltip-content").first.text_content()
     assert ensemble.obs_names[i] in tooltip and ensemble.obs["bulk_labels"].iloc[i] in tooltip

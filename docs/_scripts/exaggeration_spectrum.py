@@ -1,4 +1,4 @@
-"""Regenerate docs/_static/exaggeration.png and the table of docs/exaggeration.md:
+"""Regenerate docs/_static/exaggeration.png and the table of docs/tsne.md:
 ``python docs/_scripts/exaggeration_spectrum.py``.
 
 pbmc68k_reduced embedded by ``scelm.tl.parametric_tsne`` along the attraction-repulsion

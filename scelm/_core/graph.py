@@ -103,7 +103,10 @@ def nearest_neighbors(x: np.ndarray, k: int, *, random_state: int | None, device
 
 def fuzzy_graph(x: np.ndarray, *, n_neighbors: int, random_state: int | None, device, method: str = "auto"):
     """UMAP fuzzy simplicial set of the rows of ``x`` (cells x features), as CSR."""
-    from umap.umap_ import fuzzy_simplicial_set
+    from .umap_import import quiet_umap_import
+
+    with quiet_umap_import():
+        from umap.umap_ import fuzzy_simplicial_set
 
     knn_idx, knn_dist = nearest_neighbors(x, n_neighbors, random_state=random_state, device=device, method=method)
     rs = np.random.RandomState(0 if random_state is None else random_state)

@@ -38,6 +38,9 @@ def pca_layout(z: np.ndarray, n_components: int) -> np.ndarray:
 
 def spectral_layout(z: np.ndarray, graph: sparse.spmatrix, n_components: int, seed: int) -> np.ndarray:
     """umap-learn's spectral embedding of the fuzzy graph (its default initialisation)."""
-    from umap.spectral import spectral_layout as _spectral
+    from .umap_import import quiet_umap_import
+
+    with quiet_umap_import():
+        from umap.spectral import spectral_layout as _spectral
 
     return scaled(_spectral(z, sparse.csr_matrix(graph), n_components, np.random.RandomState(seed)))

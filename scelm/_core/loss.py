@@ -44,7 +44,10 @@ REPULSION_EPS = 1e-3
 
 def find_ab_params(spread: float, min_dist: float) -> tuple[float, float]:
     """umap-learn's curve fit of (a, b) from ``spread`` and ``min_dist``."""
-    from umap.umap_ import find_ab_params as _find
+    from .umap_import import quiet_umap_import
+
+    with quiet_umap_import():
+        from umap.umap_ import find_ab_params as _find
 
     a, b = _find(spread, min_dist)
     return float(a), float(b)

@@ -269,14 +269,12 @@ def train_members(
     :func:`training_threads` of ``n_jobs``; Ctrl-C stops them within a step). Returns
     the trained stack (members in their order) and the mean block loss of every epoch,
     ``(n_members, n_epochs)`` float32."""
-    from tqdm.auto import tqdm
-
     plan = plan_blocks(edges, config.batch_size, torch.Generator().manual_seed(seed), device)
     zt = torch.as_tensor(z, dtype=torch.float32).to(device)[plan.order]  # copied once, renumbered, shared
     lt = None if layout is None else torch.as_tensor(layout, dtype=torch.float32).to(device)[plan.order]
     states, groups, stop = stack.member_states(), member_groups(stack.n_members, plan.n_blocks, device), threading.Event()
     threads = training_threads(device, len(groups), n_jobs) if threads is None else threads
-    bar = tqdm(total=config.n_epochs * stack.n_members, desc=desc, unit="member-epoch", disable=not progress, mininterval=1.0)
+    bar = progress_bar(config.n_epochs, stack.n_members, desc=desc, disable=not progress)
 
     def train(group: list[int]):
         part = StackedEncoder.from_states([states[m] for m in group], stack.activation).to(device)
@@ -293,6 +291,21 @@ def train_members(
     if not np.all(np.isfinite(history)):
         raise ValueError(f"The {config.objective.name} became NaN/inf during training; lower learning_rate or check the input.")
     return StackedEncoder.from_states(trained, stack.activation).to(device), history
+
+
+def progress_bar(n_epochs: int, n_members: int, *, desc: str, disable: bool):
+    """A tqdm bar counting epochs, advanced by one per member and epoch (members train in
+    parallel): the notebook widget where ipywidgets can draw it, else the text bar (tqdm's
+    auto bar warns without ipywidgets)."""
+    try:
+        import ipywidgets  # noqa: F401
+        from tqdm.auto import tqdm
+    except ImportError:
+        from tqdm.std import tqdm
+    return tqdm(
+        total=n_epochs * n_members, unit_scale=1 / n_members, desc=desc, disable=disable, mininterval=1.0,
+        bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} epochs [{elapsed}<{remaining}{postfix}]",
+    )
 
 
 def _in_threads(fn, groups: list, threads: int, stop: threading.Event) -> list:

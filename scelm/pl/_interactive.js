@@ -15,6 +15,12 @@ if (window.scelm === undefined) {
       const at = (i * d + axis) * k;
       return Array.from({ length: k }, (_, j) => ({ gene: genes[top_genes[at + j]], value: top_values[at + j] }));
     },
+    // Where cell i is drawn, in page pixels (for tests and screenshots that point at a cell).
+    screenPosition(i) {
+      const doc = Bokeh.documents[0], view = Bokeh.index.find_one(doc.get_model_by_name("map"));
+      const box = view.canvas_view.el.getBoundingClientRect();
+      return [box.left + view.frame.x_scale.compute(source.data.x[i]), box.top + view.frame.y_scale.compute(source.data.y[i])];
+    },
     hoverText(i, axis) {
       return this.cell(i, axis).map((t) => `${t.gene} ${fmt(t.value)}`).join(", ");
     },
