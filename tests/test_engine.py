@@ -9,8 +9,8 @@ CORE = Path(__file__).parents[1] / "scelm" / "_core"
 # routines (with its pynndescent), plus tqdm for progress bars.
 ALLOWED = {"numpy", "scipy", "torch", "umap", "pynndescent", "tqdm", "dask"}
 STDLIB = {
-    "__future__", "collections", "concurrent", "contextlib", "dataclasses", "functools", "itertools", "math", "os", "re", "threading",
-    "typing",
+    "__future__", "collections", "concurrent", "contextlib", "dataclasses", "functools", "importlib", "itertools", "math", "os", "re",
+    "threading", "typing", "warnings",
 }
 
 

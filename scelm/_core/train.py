@@ -297,10 +297,11 @@ def progress_bar(n_epochs: int, n_members: int, *, desc: str, disable: bool):
     """A tqdm bar counting epochs, advanced by one per member and epoch (members train in
     parallel): the notebook widget where ipywidgets can draw it, else the text bar (tqdm's
     auto bar warns without ipywidgets)."""
-    try:
-        import ipywidgets  # noqa: F401
+    from importlib.util import find_spec
+
+    if find_spec("ipywidgets") is not None:
         from tqdm.auto import tqdm
-    except ImportError:
+    else:
         from tqdm.std import tqdm
     return tqdm(
         total=n_epochs * n_members, unit_scale=1 / n_members, desc=desc, disable=disable, mininterval=1.0,
