@@ -7,7 +7,7 @@ import torch
 from helpers import rel_err
 
 import scelm
-from scelm._core.graph import conditional_probabilities, perplexity_affinities
+from scelm._core.graph import conditional_probabilities, edges_from_connectivities, joint_probabilities, perplexity_affinities
 from scelm._core.loss import Pairs, tsne_loss_and_gradient
 
 TSNE_FAST = dict(n_epochs=40, hidden=(32, 32), n_models=2)
@@ -92,6 +92,35 @@ def test_tsne_round_trips_transforms_and_ranks(tsne_pbmc, tmp_path):
     assert abs(res["scores"]["CD19+ B"].astype(np.float64).sum() - dist) < 1e-5 * dist
     assert res["params"]["n_models"] == 2 and np.isfinite(res["stability"]["CD19+ B"][0])  # 2 members: one split
     scelm.pl.training(back, elm_key="elm_tsne", show=False)
+
+
+def test_stored_graph_as_affinities(monkeypatch):
+    """neighbors_key trains on the stored graph's connectivities, symmetrised and summing to 1
+    (perplexity unused), as given to training; the model is still exact."""
+    from scelm.tl import _fit
+
+    adata = sc.datasets.pbmc68k_reduced()
+    P = joint_probabilities(adata.obsp["connectivities"])
+    assert abs(P.sum() - 1.0) < 1e-12 and abs(P - P.T).max() < 1e-15 and P.diagonal().max() == 0
+    seen = {}
+    original = _fit.fit_embedding
+
+    def spy(adata_, p, dev, *, edges_of, objective, what):
+        seen["edges"] = edges_of(None, "unused")[0]
+        return original(adata_, p, dev, edges_of=edges_of, objective=objective, what=what)
+
+    monkeypatch.setattr(_fit, "fit_embedding", spy)
+    scelm.tl.parametric_tsne(adata, neighbors_key="neighbors", perplexity=1000, **TSNE_FAST)
+    expected = edges_from_connectivities(P)
+    np.testing.assert_array_equal(seen["edges"].head, expected.head)
+    np.testing.assert_allclose(seen["edges"].weight, expected.weight)
+    assert adata.uns["elm_tsne"]["params"]["graph"] == "uns:neighbors"
+    C = scelm.get.contributions(adata, elm_key="elm_tsne")
+    assert rel_err(C.sum(-1), adata.obsm["X_elm_tsne"]) < 1e-5
+    with pytest.raises(KeyError, match="not found"):
+        scelm.tl.parametric_tsne(adata, neighbors_key="missing", **TSNE_FAST)
+    with pytest.raises(TypeError, match="neighbors_key"):
+        scelm.tl.parametric_tsne(adata, neighbors_key=3, **TSNE_FAST)
 
 
 @pytest.mark.parametrize(

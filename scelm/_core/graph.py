@@ -48,6 +48,19 @@ def edges_from_connectivities(C) -> EdgeList:
     )
 
 
+def joint_probabilities(C) -> sparse.csr_matrix:
+    """A graph's connectivities as t-SNE's joint probabilities: symmetrised, self-loops
+    dropped, summing to 1 over all entries (as :func:`perplexity_affinities` returns)."""
+    C = sparse.csr_matrix(C, dtype=np.float64)
+    P = sparse.csr_matrix((C + C.T) * 0.5)
+    P.setdiag(0)
+    P.eliminate_zeros()
+    total = P.sum()
+    if not total > 0:
+        raise ValueError("The neighbourhood graph has no edges between distinct cells.")
+    return P / total
+
+
 # Distances held at once by the exact kNN: 256 MB on CPU, 4 GB on a GPU (whose top-k over
 # few, long rows is slow: 64 rows of 5 million cells would take some 80,000 chunks).
 KNN_CHUNK_BYTES = {"cpu": 2**28, "cuda": 2**32}

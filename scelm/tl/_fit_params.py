@@ -214,6 +214,7 @@ class TSNEParams(EncoderParams):
     perplexity: float
     exaggeration: float
     dof: float
+    neighbors_key: str | None
 
     @staticmethod
     def default_epochs(n_obs: int, init: str) -> int:
@@ -225,8 +226,10 @@ class TSNEParams(EncoderParams):
 
     @staticmethod
     def check_own(adata: AnnData, a: dict) -> dict:
+        if a["neighbors_key"] is not None and not isinstance(a["neighbors_key"], str):
+            raise TypeError(f"neighbors_key must be a key of adata.uns or None, got {a['neighbors_key']!r}.")
         a["perplexity"] = _checks.number("perplexity", a["perplexity"])
-        if 3 * a["perplexity"] > adata.n_obs - 1:
+        if a["neighbors_key"] is None and 3 * a["perplexity"] > adata.n_obs - 1:
             raise ValueError(f"perplexity={a['perplexity']} is too large for {adata.n_obs} cells: it needs 3 x perplexity "
                              f"neighbours per cell, so at most {(adata.n_obs - 1) / 3:.1f}.")
         a["exaggeration"] = _checks.number("exaggeration", a["exaggeration"])

@@ -39,6 +39,7 @@ def parametric_tsne(
     activation: Activation = "relu",
     n_pcs: int | None = 50,
     use_rep: str | None = None,
+    neighbors_key: str | None = None,
     batch_key: str | None = None,
     center: bool = False,
     layer: str | None = None,
@@ -64,10 +65,11 @@ def parametric_tsne(
     elm_key='elm_tsne')``, ``rank_genes_elm(..., elm_key='elm_tsne')``, ``transform``,
     ``perturb``, ``deletion_curve`` and the plots.
 
-    The affinities are always built here, on the encoder input (the 50 PCs of the genes
-    read): t-SNE needs ``3 * perplexity`` neighbours per cell with perplexity-calibrated
-    weights, which a stored ``sc.pp.neighbors`` graph (UMAP's fuzzy weights on 15
-    neighbours) does not hold. The repulsion, normalised over all pairs in t-SNE, is
+    By default the affinities are built here, on the encoder input (the 50 PCs of the genes
+    read) or on ``use_rep``: t-SNE needs ``3 * perplexity`` neighbours per cell with
+    perplexity-calibrated weights, which a stored ``sc.pp.neighbors`` graph (UMAP's fuzzy
+    weights on 15 neighbours) does not hold. ``neighbors_key`` trains on a stored graph
+    instead, for integrations that give only a graph (BBKNN). The repulsion, normalised over all pairs in t-SNE, is
     estimated from uniform negative samples with the normaliser estimated from all of a
     step's negatives (Damrich et al., ICLR 2023), the same code on CPU and GPU.
 
@@ -89,6 +91,11 @@ def parametric_tsne(
         kernel; below 1, heavier tails separate clusters further (Kobak et al. 2019).
     knn
         How the neighbours are found, as in :func:`scelm.tl.parametric_umap`.
+    neighbors_key
+        A key of ``adata.uns`` naming a neighbourhood graph (``sc.pp.neighbors``,
+        ``bbknn.bbknn``): its connectivities, symmetrised and normalised to sum to 1, are
+        t-SNE's affinities, and ``perplexity`` and ``knn`` are unused. ``None`` (default):
+        perplexity-based affinities built here.
     n_epochs
         Passes over all cells. Default: twice :func:`scelm.tl.parametric_umap`'s where
         training is full batch (600 to 800 up to 4,096 cells), 200 above.
@@ -121,8 +128,13 @@ def parametric_tsne(
     p = TSNEParams.from_call(adata, locals())
 
     def edges_of(space, space_name, dev):
-        from .._core.graph import edges_from_connectivities, knn_method, perplexity_affinities
+        from .._core.graph import edges_from_connectivities, joint_probabilities, knn_method, perplexity_affinities
+        from ._graph import stored_connectivities
 
+        if p.neighbors_key is not None:
+            C, key = stored_connectivities(adata, p.neighbors_key)
+            logg.info(f"    t-SNE affinities: the graph in adata.uns[{key!r}], normalised (perplexity unused)")
+            return edges_from_connectivities(joint_probabilities(C)), dict(method="tsne", graph=f"uns:{key}")
         method = knn_method(adata.n_obs, p.knn, dev)
         logg.info(f"    building t-SNE affinities (perplexity {p.perplexity:g}, {method} kNN on {space_name})")
         P = perplexity_affinities(space, p.perplexity, random_state=p.random_state, device=dev, method=method)
