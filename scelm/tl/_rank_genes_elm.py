@@ -325,10 +325,12 @@ class _ELMRanking:
                 "more models (parametric_umap(n_models=...)); per-gene rank spread: uns[key_added]['rank_sd']."
             )
         if ill_defined := [g for g, (_, summary) in per_group.items() if summary["direction_agreement"] < DIRECTION_MIN]:
+            remedy = ("Read them with care, or fit more models (parametric_umap(n_models=...))." if self.within is not None
+                      else "Rank them against one neighbouring group (reference=) instead.")
             logg.warning(
                 f"The models disagree on which side of their reference {ill_defined} sit in the map (direction_agreement "
                 f"below {DIRECTION_MIN}): the direction their scores are measured along is ill-defined, so their ranking "
-                "depends on the seed. Rank them against one neighbouring group (reference=) instead."
+                f"depends on the seed. {remedy}"
             )
         result["params"] = dict(
             groupby=self.groupby, reference=self.reference, method="elm", use_raw=self.use_raw, layer=self.layer,
