@@ -346,6 +346,7 @@ def train_group(
         for lo, hi in zip(plan.bounds[:-1], plan.bounds[1:]):
             cache[lo:hi] = stack(zt[lo:hi]).transpose(0, 1)
     optimizer = adamw(stack, config.learning_rate, config.weight_decay)
+    (group,) = optimizer.param_groups
     # Linear decay to zero over all steps, as umap-learn anneals its SGD step (set by hand:
     # a LambdaLR scheduler cost a tenth of each step on CPU).
     total_steps, step = config.n_epochs * plan.n_blocks, 0
@@ -362,8 +363,7 @@ def train_group(
             loss = _block_step(stack, zt, cache, index, config, streams)
             optimizer.step()
             step += 1
-            for group in optimizer.param_groups:
-                group["lr"] = config.learning_rate * (1.0 - step / total_steps)
+            group["lr"] = config.learning_rate * (1.0 - step / total_steps)
             history[epoch] += loss.detach() / plan.n_blocks
         if bar is not None and not bar.disable:
             bar.update(n_members)
