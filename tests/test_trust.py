@@ -140,15 +140,18 @@ def test_stability_level_matches_independent_ensembles(n_members, noise):
     assert abs(np.mean(estimates) - truth) < 0.06, (np.mean(estimates), truth)
 
 
-def test_top_frequency_marks_settled_genes():
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_top_frequency_marks_settled_genes(seed):
     """Genes far ahead of the rest are in every simulated refit's top 10; genes whose scores
-    tie within the members' noise share the other places, none settled."""
-    rng = np.random.default_rng(0)
+    tie within the members' noise share the other places, most of them unsettled (measured:
+    11-14 of the 20 strictly between 0 and 1 on seeds 0-5)."""
+    rng = np.random.default_rng(seed)
     signal = np.concatenate([np.full(5, 10.0), np.full(20, 1.0), np.zeros(25)])
     agreement = seed_agreement(_means(signal + 0.3 * rng.normal(size=(6, 50))), "separation", np.zeros(50, bool), 10)
     freq = agreement.top_frequency
     assert np.all(freq[:5] == 1.0) and np.all(freq[25:] == 0.0)
-    assert freq[5:25].sum() == pytest.approx(5.0) and freq[5:25].max() < 0.95
+    tied = freq[5:25]
+    assert tied.sum() == pytest.approx(5.0) and ((tied > 0) & (tied < 1)).sum() >= 6
     assert np.all(np.isnan(seed_agreement(_means(signal[None]), "separation", np.zeros(50, bool), 10).top_frequency))
 
 
