@@ -2,10 +2,12 @@
 integrated graph, with and without ``batch_key``.
 
     python benchmarks/bench_integration.py [--cells 10000 50000] [--graphs harmony bbknn] [--tsne]
+                                           [--batch-effect 0.5]
 
-Data: ``scelm.datasets.simulate_markers`` with 2 batches (60 batch genes, each batch its own
-mix of types), 4 donors and two conditions (8 response genes per type), 6 types, 2,000
-genes. 50 PCs of the log-normalised expression, then ``harmonypy.run_harmony`` on them
+Data: ``scelm.datasets.simulate_markers`` with 2 batches (60 batch genes shifted by about
+``--batch-effect`` on the log scale, each batch its own mix of types), 4 donors and two
+conditions (8 response genes per type), 6 types, 2,000 genes. 50 PCs of the log-normalised
+expression, then ``harmonypy.run_harmony`` on them
 (called directly: scanpy 1.11's ``sc.external.pp.harmony_integrate`` stores harmonypy 2's
 result transposed) and the UMAP graph of its output (exact 15-NN; ``sc.pp.neighbors`` fails
 from 8,192 cells with pynndescent 0.7 and scipy 1.17), or BBKNN's graph on the PCs. Every
@@ -49,12 +51,12 @@ warnings.filterwarnings("ignore")
 BATCH = "batch"
 
 
-def simulate(n_cells: int):
+def simulate(n_cells: int, batch_effect: float = 0.5):
     import scanpy as sc
 
     import scelm
 
-    adata, _ = scelm.datasets.simulate_markers(n_cells, 2000, n_types=6, n_batches=2, n_donors=4,
+    adata, _ = scelm.datasets.simulate_markers(n_cells, 2000, n_types=6, n_batches=2, n_donors=4, batch_effect=batch_effect,
                                                conditions=("ctrl", "stim"), random_state=0)
     del adata.layers["counts"]
     sc.pp.pca(adata, n_comps=50, random_state=0)
@@ -120,12 +122,12 @@ def pseudobulk_top(adata) -> dict[str, list[str]]:
     return out
 
 
-def run(n_cells: int, graph: str) -> list[dict]:
+def run(n_cells: int, graph: str, batch_effect: float) -> list[dict]:
     import scanpy as sc
 
     import scelm
 
-    adata = simulate(n_cells)
+    adata = simulate(n_cells, batch_effect)
     space = harmony_graph(adata) if graph == "harmony" else bbknn_graph(adata)
     batches = adata.obs[BATCH].to_numpy()
     batch_genes = set(adata.uns["simulation"]["batch_genes"])
@@ -163,12 +165,12 @@ def run(n_cells: int, graph: str) -> list[dict]:
     return out
 
 
-def run_tsne(n_cells: int) -> list[dict]:
+def run_tsne(n_cells: int, batch_effect: float) -> list[dict]:
     import openTSNE
 
     import scelm
 
-    adata = simulate(n_cells)
+    adata = simulate(n_cells, batch_effect)
     harmony = harmony_graph(adata)
     bbknn_data = adata.copy()
     pcs = bbknn_graph(bbknn_data)
@@ -194,17 +196,18 @@ def main() -> None:
     p.add_argument("--cells", type=int, nargs="+", default=[10000, 50000])
     p.add_argument("--graphs", nargs="*", default=["harmony", "bbknn"], help="none: only --tsne")
     p.add_argument("--tsne", action="store_true")
+    p.add_argument("--batch-effect", type=float, default=0.5, help="log-scale shift of the batch genes")
     args = p.parse_args()
     sc.settings.verbosity = 0
     rows = []
     for n in args.cells:
         for graph in args.graphs:
-            rows += run(n, graph)
+            rows += run(n, graph, args.batch_effect)
             print_table(rows[-3:], f"{n} cells, {graph} graph")
     if rows:
         print_table(rows, "integrated data: the same graph for every method")
     if args.tsne:
-        print_table([row for n in args.cells for row in run_tsne(n)], "t-SNE on integrated data")
+        print_table([row for n in args.cells for row in run_tsne(n, args.batch_effect)], "t-SNE on integrated data")
 
 
 if __name__ == "__main__":

@@ -1,11 +1,11 @@
 """Trust in ELM rankings, under the defaults, side by side with scanpy in one warm process.
 
-    python benchmarks/bench_trust.py [--data pbmc sim2000 sim10000 sim50000 sim200000] [--seeds 5]
+    python benchmarks/bench_trust.py [--data pbmc sim2000 sim10000 sim50000 sim50000x10 sim200000] [--seeds 5]
                                      [--configs default "n_models=1" "n_models=3,hidden=64-64"]
                                      [--json results/trust.json]
 
 For pbmc68k_reduced (``bulk_labels``) and simulated data (``scelm.datasets.simulate_markers``,
-2,000 genes, 8 types), every method embeds the same graph: pbmc68k_reduced's stored
+2,000 genes, 8 types; ``sim50000x10``: 10 types), every method embeds the same graph: pbmc68k_reduced's stored
 ``sc.pp.neighbors`` graph, and for simulated data the UMAP graph of 50 PCs (15-NN, exact up
 to 50,000 cells and NNDescent above, built once and stored as ``uns['neighbors']``, since
 ``sc.pp.neighbors`` fails from 8,192 cells with pynndescent 0.7 and scipy 1.17). Each scelm configuration is fitted with
@@ -63,7 +63,8 @@ def load(name: str):
 
     if name == "pbmc":
         return sc.datasets.pbmc68k_reduced(), "bulk_labels"
-    adata, _ = scelm.datasets.simulate_markers(int(name.removeprefix("sim")), 2000, n_types=8, random_state=0)
+    n_cells, _, n_types = name.removeprefix("sim").partition("x")
+    adata, _ = scelm.datasets.simulate_markers(int(n_cells), 2000, n_types=int(n_types or 8), random_state=0)
     del adata.layers["counts"]
     sc.pp.pca(adata, n_comps=50, random_state=0)
     graph = fuzzy_graph(adata.obsm["X_pca"], n_neighbors=15, random_state=0, device=torch.device("cpu"), method="auto")
@@ -250,7 +251,7 @@ def main() -> None:
                  for c in sorted(calibration, key=lambda c: c[5])], "per group, by the members' direction agreement")
     calib_rows = []
     for label in args.configs:
-        pts = [c for c in calibration if c[0] == label and c[1] != "sim50000" and np.isfinite(c[3])]
+        pts = [c for c in calibration if c[0] == label and not c[1].startswith("sim50000") and np.isfinite(c[3])]
         if len(pts) > 2:
             rho = spearmanr([c[3] for c in pts], [c[4] for c in pts]).statistic
             calib_rows.append(dict(config=label, groups=len(pts), spearman_reported_vs_measured=float(rho)))
