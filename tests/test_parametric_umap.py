@@ -13,7 +13,7 @@ from helpers import FAST, rel_err
 from scipy import sparse
 
 import scelm
-from scelm._core.graph import edges_from_connectivities, fuzzy_graph
+from scelm._core.graph import edges_from_connectivities, fuzzy_graph, joint_probabilities
 from scelm._model import StoredModel
 
 
@@ -113,6 +113,20 @@ def test_graph_reuse_is_scanpys(pbmc):
     scelm.tl.parametric_umap(pbmc, **FAST)
     assert pbmc.uns["elm"]["params"]["graph"] == "uns:neighbors"
     assert pbmc.uns["elm"]["params"]["n_neighbors"] == 10  # the stored graph's, not the default
+
+
+@pytest.mark.parametrize(
+    ("graph", "message"),
+    [
+        (sparse.diags(np.ones(5)), "no edges between distinct cells"),  # self-loops only
+        (sparse.csr_matrix((5, 4)), "must be square"),
+        (sparse.csr_matrix(np.full((3, 3), np.nan)), "NaN or inf"),
+    ],
+)
+def test_bad_graphs_refused_alike_by_umap_and_tsne(graph, message):
+    for read in (edges_from_connectivities, joint_probabilities):
+        with pytest.raises(ValueError, match=message):
+            read(graph)
 
 
 def test_builds_own_graph_without_neighbors(sim):

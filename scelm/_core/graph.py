@@ -30,9 +30,10 @@ class EdgeList:
         return sparse.csr_matrix(upper + upper.T)
 
 
-def edges_from_connectivities(C) -> EdgeList:
-    """Edges of a connectivities matrix; symmetrised (a no-op for UMAP's graph), self-loops
-    and zeros dropped."""
+def symmetric_graph(C) -> sparse.csr_matrix:
+    """A connectivities matrix symmetrised, ``(C + C^T) / 2``, with self-loops dropped, as
+    float64 CSR (a no-op for UMAP's graph, apart from the dtype). Refuses a matrix that is
+    not square, holds NaN or inf, or joins no two distinct cells."""
     if not sparse.issparse(C):
         C = sparse.csr_matrix(np.asarray(C))
     if C.shape[0] != C.shape[1]:
@@ -40,25 +41,29 @@ def edges_from_connectivities(C) -> EdgeList:
     C = sparse.csr_matrix(C, dtype=np.float64)
     if not np.all(np.isfinite(C.data)):
         raise ValueError("Connectivities contain NaN or inf.")
-    upper = sparse.triu((C + C.T) * 0.5, k=1).tocoo()
+    S = sparse.csr_matrix((C + C.T) * 0.5)
+    S.setdiag(0)
+    S.eliminate_zeros()
+    if not np.any(S.data > 0):
+        raise ValueError("The neighbourhood graph has no edges between distinct cells.")
+    return S
+
+
+def edges_from_connectivities(C) -> EdgeList:
+    """Edges of a connectivities matrix (:func:`symmetric_graph`), zeros dropped."""
+    upper = sparse.triu(symmetric_graph(C), k=1).tocoo()
     keep = upper.data > 0
     return EdgeList(
         upper.row[keep].astype(np.int64), upper.col[keep].astype(np.int64),
-        upper.data[keep].astype(np.float32), C.shape[0],
+        upper.data[keep].astype(np.float32), upper.shape[0],
     )
 
 
 def joint_probabilities(C) -> sparse.csr_matrix:
-    """A graph's connectivities as t-SNE's joint probabilities: symmetrised, self-loops
-    dropped, summing to 1 over all entries (as :func:`perplexity_affinities` returns)."""
-    C = sparse.csr_matrix(C, dtype=np.float64)
-    P = sparse.csr_matrix((C + C.T) * 0.5)
-    P.setdiag(0)
-    P.eliminate_zeros()
-    total = P.sum()
-    if not total > 0:
-        raise ValueError("The neighbourhood graph has no edges between distinct cells.")
-    return P / total
+    """A graph's connectivities as t-SNE's joint probabilities: :func:`symmetric_graph`,
+    summing to 1 over all entries (as :func:`perplexity_affinities` returns)."""
+    P = symmetric_graph(C)
+    return P / P.sum()
 
 
 # Distances held at once by the exact kNN: 256 MB on CPU, 4 GB on a GPU (whose top-k over

@@ -66,7 +66,4 @@ def graph_edges(adata: AnnData, z: np.ndarray, space_name: str, p, *, device) ->
         source = f"uns:{key}"
         k = int(np.ravel(adata.uns[key].get("params", {}).get("n_neighbors", -1))[0])
         _warn_overridden(p, key, k)
-    edges = edges_from_connectivities(C)
-    if len(edges.weight) == 0:
-        raise ValueError("The neighbourhood graph has no edges between distinct cells.")
-    return edges, source, k
+    return edges_from_connectivities(C), source, k
