@@ -17,8 +17,10 @@ from scelm._core.encoder import StackedEncoder
 from scelm._core.graph import edges_from_connectivities, fuzzy_graph
 from scelm._core.loss import Pairs, UMAPObjective, find_ab_params, negative_weight, umap_loss_and_gradient
 from scelm._core.train import (
+    AVERAGE_RATE,
     MemberStream,
     TrainConfig,
+    WeightAverage,
     _other_cells,
     _step_index,
     default_batch_size,
@@ -289,3 +291,20 @@ def test_full_batch_gradient_equals_autograd_per_member():
         lm, gm = umap_loss_and_gradient(y[:, m], alone, **kw)
         assert rel_err(loss[m], lm[0]) < 1e-12
         assert rel_err(grad.view(n, members, 2)[:, m], gm) < 1e-12
+
+
+def test_final_weights_are_the_moving_average_of_the_steps():
+    stack = StackedEncoder.random(3, (4,), 2, seeds=[0, 1], activation="prelu")  # slopes are parameters too
+    average = WeightAverage(stack, n_steps=int(2 * AVERAGE_RATE))  # decay 1/2
+    assert average.decay == 0.5
+    expected = [p.detach().clone() for p in stack.parameters()]
+    for step in range(3):
+        with torch.no_grad():
+            for p in stack.parameters():
+                p.add_(step + 1.0)
+        average.update()
+        expected = [0.5 * e + 0.5 * p.detach() for e, p in zip(expected, stack.parameters())]
+    average.apply()
+    for p, e in zip(stack.parameters(), expected):
+        torch.testing.assert_close(p.detach(), e)
+    assert WeightAverage(stack, n_steps=2).decay == 0.0  # fewer steps than the rate: the last weights
