@@ -6,7 +6,7 @@ Part 1 chose the library: a bare WebGL scatter of n points, written standalone w
 library's JavaScript inlined (bokeh ``file_html(INLINE)``, plotly ``write_html(
 include_plotlyjs=True)``), loaded offline until the plot's canvas exists and two frames
 have been drawn. Part 2 is ``scelm.pl.interactive`` itself on simulated data
-(``simulate_markers``, 2,000 genes, one model, 100 epochs: the page, not the map, is
+(``simulate_markers``, 2,000 genes, the default models, 100 epochs: the page, not the map, is
 measured), loaded until its callbacks are set up (``window.scelmReady``), then the time of
 one hover and of ranking a selection of a tenth of the cells. Each load is a fresh browser
 context; the median of 3.

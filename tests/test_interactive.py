@@ -11,8 +11,9 @@ import scanpy as sc
 import torch
 
 import scelm
+from scelm._core.jacobian import iter_member_batches
 from scelm._model import StoredModel
-from scelm.pl._page_data import candidate_count, page_data
+from scelm.pl._page_data import assessed_count, candidate_count, page_data
 
 pytest.importorskip("bokeh")
 GROUP = "CD14+ Monocyte"
@@ -57,6 +58,31 @@ def test_budget_keeps_the_genes_whose_contributions_vary_most(ensemble):
     np.testing.assert_array_equal(data.expression, X.toarray() if hasattr(X, "toarray") else X)
 
 
+def test_members_deviations_give_each_members_contributions(ensemble):
+    """The page's members: their maps average to the consensus, and consensus + deviation
+    is each aligned member's exact contribution (to int16 rounding) on the genes whose
+    contributions vary most, as many as the budget holds."""
+    model = StoredModel.from_adata(ensemble, "elm")
+    n_genes = len(model.genes)
+    assert assessed_count(700, 3, 2, n_genes, 700 * 3 * 2 * 2 * 25.5) == 25
+    data = _data(ensemble, n_top=3, budget_bytes=2**30, confidence_bytes=700 * 3 * 2 * 2 * 25.5)
+    members = data.members
+    assert members.n_members == 3 and members.deviation.shape == (700, 3, 2, 25) and members.deviation.dtype == np.int16
+    variance = data.contributions.var(0, ddof=1).sum(0)
+    assert set(members.assessed) == set(np.argsort(-variance)[:25])
+    np.testing.assert_allclose(members.embedding.mean(1), data.embedding, rtol=1e-5, atol=1e-5)
+    genes = data.candidates[members.assessed]
+    W = torch.as_tensor(model.model.front_end.loadings[genes])
+    exact = np.concatenate([
+        (torch.einsum("bmdp,tp->bmdt", b.jacobian_z, W) * b.centred[:, None, None, genes]).numpy()
+        for b in iter_member_batches(model.model, model.input_matrix(ensemble), device=torch.device("cpu"))
+    ])
+    page = data.contributions[:, None][..., members.assessed] + members.deviation * members.scale
+    peak = np.abs(exact - exact.mean(1, keepdims=True)).max(axis=(0, 1, 2))
+    assert np.all(np.abs(page - exact) <= 2e-5 * peak + 1e-7)
+    assert _data(ensemble, n_top=3, budget_bytes=2**30).members is None  # no budget, no members
+
+
 def test_page_is_one_offline_file(ensemble, tmp_path):
     before = {k: set(getattr(ensemble, k).keys()) for k in ("obs", "obsm", "uns", "layers", "var")}
     fig = scelm.pl.interactive(ensemble, color="bulk_labels", path=tmp_path / "map.html", selection_budget_mb=1)
@@ -65,6 +91,7 @@ def test_page_is_one_offline_file(ensemble, tmp_path):
     assert "ranked among the" in text  # a 1 MB budget cannot hold every gene of 3 models
     assert fig._repr_html_().startswith("<iframe srcdoc=")
     assert before == {k: set(getattr(ensemble, k).keys()) for k in before}  # nothing written to adata
+    assert "member_deviation" in text and "member_deviation" not in scelm.pl.interactive(ensemble, confidence_budget_mb=0).html
 
 
 @pytest.mark.parametrize(
@@ -77,6 +104,7 @@ def test_page_is_one_offline_file(ensemble, tmp_path):
         (dict(elm_key="nope"), KeyError, "nope"),
         (dict(groupby="nope"), KeyError, "groupby"),
         (dict(selection_budget_mb=0), ValueError, "selection_budget_mb"),
+        (dict(confidence_budget_mb=-1), ValueError, "confidence_budget_mb"),
     ],
 )
 def test_bad_arguments(ensemble, kw, err, match):
@@ -175,4 +203,30 @@ def test_selection_ranks_like_rank_genes_elm(browser_page, ensemble):
     np.testing.assert_allclose(result["scores"], scores, rtol=1e-5, atol=1e-7)
     panel = page.evaluate("() => Bokeh.documents[0].get_model_by_name('selection').text")
     assert f"{len(idx)} selected cells" in panel and all(g in panel for g in names)
+    assert errors == []
+
+
+def test_selection_reports_stability_and_confident_genes_like_rank_genes_elm(browser_page, ensemble):
+    """For every group selected on the page: the stability, confident genes and direction
+    agreement rank_genes_elm reports for that group, and the panel says them."""
+    page, errors = browser_page
+    adata = ensemble.copy()
+    scelm.tl.rank_genes_elm(adata, "bulk_labels")
+    res, n_genes = adata.uns["rank_genes_elm"], len(StoredModel.from_adata(adata, "elm").genes)
+    for group in adata.obs["bulk_labels"].cat.categories:
+        idx = np.flatnonzero(adata.obs["bulk_labels"] == group).tolist()
+        result = page.evaluate("(idx) => window.scelm.rank(idx)", idx)
+        np.testing.assert_allclose(result["stability"], res["stability"][group][0], atol=1e-6)
+        np.testing.assert_allclose(result["directionAgreement"], res["direction_agreement"][group][0], atol=1e-6)
+        assert result["nConfident"] == res["n_confident"][group][0] and result["nAssessed"] == n_genes
+        np.testing.assert_allclose(result["frequency"], np.asarray(res["top_frequency"][group][:10], dtype=np.float64), atol=1e-6)
+    group = max(adata.obs["bulk_labels"].cat.categories, key=lambda g: res["n_confident"][g][0])
+    idx = np.flatnonzero(adata.obs["bulk_labels"] == group).tolist()
+    result = page.evaluate("(idx) => window.scelm.rank(idx)", idx)
+    page.evaluate("(idx) => { Bokeh.documents[0].get_model_by_name('cells').selected.indices = idx; }", idx)
+    page.wait_for_timeout(300)
+    panel = page.evaluate("() => Bokeh.documents[0].get_model_by_name('selection').text")
+    assert f"stability {result['stability']:.2f}, {result['nConfident']} confident" in panel
+    for gene, frequency in zip(result["genes"], result["frequency"]):
+        assert (f"<b>{gene}</b>" in panel) == (frequency >= 0.9)
     assert errors == []

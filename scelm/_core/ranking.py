@@ -274,6 +274,16 @@ def member_agreement(orders: np.ndarray, n_top: int) -> tuple[float, np.ndarray]
     return float(np.mean(pairs)), ranks.std(0, ddof=1)
 
 
+def member_halvings(n_members: int, n_splits: int = 50) -> np.ndarray:
+    """``(2 n_splits, n_members // 2)``: rows 2s and 2s + 1 are the members of two disjoint
+    halves of split s, from a fixed stream (the interactive page repeats the estimate on
+    the same halvings)."""
+    k = n_members // 2
+    rng = np.random.default_rng(0)
+    perms = [rng.permutation(n_members) for _ in range(n_splits)]
+    return np.stack([half for p in perms for half in (p[:k], p[k : 2 * k])])
+
+
 @dataclass
 class SeedAgreement:
     """What a fit from another ``random_state`` is expected to keep of a group's ranking."""
@@ -303,15 +313,12 @@ def seed_agreement(means: MemberMeans, score: str, lower: np.ndarray, n_top: int
     n_genes = means.delta_c.shape[-1]
     if n < 2:
         return SeedAgreement(float("nan"), np.full(n_genes, np.nan))
-    k = n // 2
-    rng = np.random.default_rng(0)
-    eye = torch.eye(n, dtype=means.delta_y.dtype, device=means.delta_y.device)
+    halves = member_halvings(n, n_splits)
+    k = halves.shape[1]
+    weights = torch.zeros(len(halves), n, dtype=means.delta_y.dtype, device=means.delta_y.device)
+    weights.scatter_(1, torch.as_tensor(halves, device=weights.device), 1.0 / k)
     shrink = (k / n) ** 0.5
-    halves = []
-    for _ in range(n_splits):
-        perm = rng.permutation(n)
-        halves += [eye[perm[:k]].mean(0), eye[perm[k : 2 * k]].mean(0)]
-    s = means.scores(score, torch.stack(halves)).cpu().numpy()
+    s = means.scores(score, weights).cpu().numpy()
     a, b = s[0::2], s[1::2]
     c, h = (a + b) / 2, shrink * (a - b) / 2
     plus, minus = rank_order(c + h, lower)[:, :n_top], rank_order(c - h, lower)[:, :n_top]

@@ -13,6 +13,7 @@ from anndata import AnnData
 
 from .. import _checks, _keys
 from .._core.blocks import BLOCK_ROWS
+from .._core.options import AGREEMENT_TOP, CONFIDENT, DIRECTION_MIN, UNSTABLE
 from .._docs import doc_elm_key, doc_params
 from .._input import check_adata
 from .._model import StoredModel
@@ -153,6 +154,7 @@ def interactive(
     n_genes: int = 5,
     n_selection_genes: int = 10,
     selection_budget_mb: float = 8.0,
+    confidence_budget_mb: float = 10.0,
     point_size: float | None = None,
     title: str | None = None,
     path: str | Path | None = None,
@@ -167,7 +169,10 @@ def interactive(
     :func:`scelm.get.contributions` computes them). A lasso or box selection ranks genes by
     the ``separation`` score of :func:`scelm.tl.rank_genes_elm` for the selected cells
     against all others, in the map shown (an ensemble's consensus): "why is this island
-    here?" without defining a group first. The page uses WebGL and holds precomputed hover lists,
+    here?" without defining a group first. With an ensemble, the panel also gives the
+    selection's ``stability`` and sets its confident genes in bold, computed from the
+    members as :func:`scelm.tl.rank_genes_elm` computes them for a group, and says when
+    the selection's direction from the rest is ill-defined. The page uses WebGL and holds precomputed hover lists,
     not every contribution, so it stays responsive at 100,000 cells.
 
     Parameters
@@ -194,6 +199,12 @@ def interactive(
         ranking, those whose contributions vary least over cells first; the panel says how
         many genes it ranks. pbmc68k_reduced needs 6.4 MB for all its genes; 100,000 cells
         fit 6 genes in the default 8 MB.
+    confidence_budget_mb
+        Memory, in the page, for the members' contributions that the selection's stability
+        and confident genes read (int16, every cell, member and axis), for the ranked genes
+        whose contributions vary most: pbmc68k_reduced's 10 models need 8.3 MB for all 309
+        genes, 10,000 cells with 4 models hold 65 genes in the default 10 MB. The panel says
+        when fewer genes than it ranks are assessed; 0 leaves the stability out.
     point_size
         Marker size in screen pixels; default from the number of cells.
     title
@@ -222,6 +233,7 @@ def interactive(
     n_genes, n_selection_genes = _checks.positive_int("n_genes", n_genes), _checks.positive_int("n_selection_genes", n_selection_genes)
     _checks.one_of("gene_values", gene_values, GENE_VALUES)
     budget = _checks.number("selection_budget_mb", selection_budget_mb) * 2**20
+    confidence_budget = _checks.number("confidence_budget_mb", confidence_budget_mb, strict=False) * 2**20
     model = StoredModel.from_adata(adata, elm_key)
     if groupby is not None and groupby not in adata.obs.columns:
         raise KeyError(f"groupby={groupby!r} is not a column of adata.obs.")
@@ -230,7 +242,8 @@ def interactive(
     colour, kind = _colour_values(adata, model, color, gene_values, elm_key, dev, chunk_size)
     groupby = color if groupby is None and kind == "categorical" else groupby
     groups, group_names = _group_codes(adata, groupby)
-    data = page_data(model, model.input_matrix(adata), n_top=n_genes, budget_bytes=budget, device=dev, batch_size=chunk_size)
+    data = page_data(model, model.input_matrix(adata), n_top=n_genes, budget_bytes=budget, device=dev, batch_size=chunk_size,
+                     confidence_bytes=confidence_budget)
     key = _keys.embedding_key(elm_key)
     xy = np.asarray(adata.obsm[key], dtype=np.float32) if key in adata.obsm else data.embedding
     palette = _palette(adata, color, len(colour[1])) if kind == "categorical" else None
@@ -264,6 +277,8 @@ def _page(fig, source, data, group_names: list[str], legend: str | None, *, axis
     from bokeh.models import CustomJS, Div
     from bokeh.resources import INLINE
 
+    from .._core.ranking import member_halvings  # imports torch, which `import scelm` must not
+
     scope = "" if data.all_genes_ranked else (
         f", ranked among the {len(data.candidates)} of {len(data.genes)} genes whose contributions vary most "
         "(raise selection_budget_mb for more)"
@@ -275,7 +290,12 @@ def _page(fig, source, data, group_names: list[str], legend: str | None, *, axis
     source.data.update(top_genes=data.top_genes, top_values=data.top_values, contributions=data.contributions,
                        embedding=data.embedding, expression=data.expression)
     args = dict(source=source, genes=data.genes.tolist(), groups=group_names, candidates=data.candidates.astype(np.int32),
-                n_show=n_show, intro=intro, scope=scope)
+                n_show=n_show, intro=intro, scope=scope, n_top=AGREEMENT_TOP, confident=CONFIDENT, unstable=UNSTABLE,
+                direction_min=DIRECTION_MIN, assessed=[], deviation_scale=[], halves=[])
+    if (members := data.members) is not None:
+        source.data.update(member_embedding=members.embedding, member_deviation=members.deviation)
+        args.update(assessed=members.assessed.astype(np.int32).tolist(), deviation_scale=members.scale.tolist(),
+                    halves=member_halvings(members.n_members).tolist())
     js = files("scelm.pl").joinpath("_interactive.js").read_text(encoding="utf-8")
     _hover(fig, args, js, data.top_genes.shape[1], axis_label, bool(group_names))
     source.selected.js_on_change("indices", CustomJS(

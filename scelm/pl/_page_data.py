@@ -8,6 +8,14 @@ an ensemble) and its expression (genes lower in the selection than in the rest a
 after the others, as there): the page holds them for the ``K`` genes whose contributions
 vary most over cells (a gene whose contribution is the same in every cell separates
 nothing), with ``K`` as large as ``budget_bytes`` allows; all genes on data of ordinary size.
+
+With an ensemble, the page also says which of a selection's top genes are settled, as
+:func:`scelm.tl.rank_genes_elm`'s ``top_frequency`` does for a group: it repeats
+:func:`scelm._core.ranking.seed_agreement` on the members' own maps. For that it holds every
+member's embedding and, for the ``T`` candidates that vary most (``T`` as large as
+``confidence_bytes`` allows), each member's deviation from the consensus's contribution,
+stored as int16 with one scale per gene (an error below 2e-5 of the gene's largest
+deviation; the members' deviations sum to zero, as the consensus is their mean).
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .._core.jacobian import iter_batches
+from .._core.jacobian import iter_batches, iter_member_batches
 from .._model import StoredModel
 
 
@@ -30,10 +38,26 @@ class PageData:
     candidates: np.ndarray  # (K,) gene indices the selection panel ranks
     contributions: np.ndarray  # (n, d, K) float32 contributions of the candidates
     expression: np.ndarray  # (n, K) float32 the candidates' expression, as the model reads it
+    members: MemberDeviations | None = None  # with an ensemble and a confidence budget
 
     @property
     def all_genes_ranked(self) -> bool:
         return len(self.candidates) == len(self.genes)
+
+
+@dataclass
+class MemberDeviations:
+    """Each aligned member's map and its contributions' deviation from the consensus's, for
+    the ``T`` assessed candidates: member m's contribution is ``consensus + deviation * scale``."""
+
+    embedding: np.ndarray  # (n, M, d) float32, each aligned member's map
+    assessed: np.ndarray  # (T,) positions in PageData.candidates
+    deviation: np.ndarray  # (n, M, d, T) int16
+    scale: np.ndarray  # (T,) float32 per gene: the largest |deviation| / 32767
+
+    @property
+    def n_members(self) -> int:
+        return self.embedding.shape[1]
 
 
 def candidate_count(n_obs: int, d: int, n_genes: int, budget_bytes: float) -> int:
@@ -42,9 +66,18 @@ def candidate_count(n_obs: int, d: int, n_genes: int, budget_bytes: float) -> in
     return int(min(n_genes, max(1, budget_bytes // (n_obs * (d + 1) * 4))))
 
 
-def page_data(model: StoredModel, X, *, n_top: int, budget_bytes: float, device: torch.device, batch_size: int) -> PageData:
+def assessed_count(n_obs: int, n_members: int, d: int, n_candidates: int, budget_bytes: float) -> int:
+    """How many genes' member deviations (int16, every cell, member and axis) fit ``budget_bytes``."""
+    return int(min(n_candidates, budget_bytes // (n_obs * n_members * d * 2)))
+
+
+def page_data(
+    model: StoredModel, X, *, n_top: int, budget_bytes: float, device: torch.device, batch_size: int,
+    confidence_bytes: float = 0.0,
+) -> PageData:
     """Two passes over the cells: the tops and each gene's variance of contribution, then
-    the chosen candidate genes' contributions and expression."""
+    the chosen candidate genes' contributions and expression; with an ensemble and
+    ``confidence_bytes``, a third for the members' deviations."""
     n, d, n_genes = X.shape[0], model.n_components, len(model.genes)
     k = min(n_top, n_genes)
     top_genes = np.empty((n, d, k), dtype=np.int32)
@@ -72,4 +105,34 @@ def page_data(model: StoredModel, X, *, n_top: int, budget_bytes: float, device:
         # x - x_ref + x_ref: x itself with the default reference 0
         expression[b.start : b.stop] = (b.centred.index_select(-1, cand) + reference).cpu().numpy()
     genes = np.asarray(model.genes).astype(str)
-    return PageData(genes, embedding, top_genes, top_values, candidates, contributions, expression)
+    members = None
+    n_members = model.model.n_members
+    if n_members > 1 and (n_assessed := assessed_count(n, n_members, d, n_cand, confidence_bytes)) > 0:
+        # the candidates that vary most, in the candidates' order
+        assessed = np.sort(np.argsort(-variance[candidates], kind="stable")[:n_assessed])
+        members = member_deviations(model, X, candidates, assessed, contributions[:, :, assessed], device=device, batch_size=batch_size)
+    return PageData(genes, embedding, top_genes, top_values, candidates, contributions, expression, members)
+
+
+def member_deviations(
+    model: StoredModel, X, candidates: np.ndarray, assessed: np.ndarray, consensus: np.ndarray, *,
+    device: torch.device, batch_size: int,
+) -> MemberDeviations:
+    """Every aligned member's map and, for the genes ``candidates[assessed]``, its
+    contributions less the ``consensus``'s ``(n, d, T)``, quantised to int16 per gene."""
+    genes = candidates[assessed]
+    n, d, t = consensus.shape
+    n_members = model.model.n_members
+    W = torch.as_tensor(model.model.front_end.loadings[genes], device=device)  # (T, n_in)
+    idx = torch.as_tensor(genes, device=device)
+    embedding = np.empty((n, n_members, d), dtype=np.float32)
+    deviation = np.empty((n, n_members, d, t), dtype=np.float32)
+    for b in iter_member_batches(model.model, X, device=device, batch_size=batch_size):
+        # member m's gene-space Jacobian on these genes is J_z W^T; times x - x_ref
+        c = torch.einsum("bmdp,tp->bmdt", b.jacobian_z, W) * b.centred.index_select(1, idx)[:, None, None, :]
+        embedding[b.start : b.stop] = b.embedding.cpu().numpy()
+        own = torch.as_tensor(consensus[b.start : b.stop], device=device)
+        deviation[b.start : b.stop] = (c - own[:, None]).cpu().numpy()
+    peak = np.abs(deviation).max(axis=(0, 1, 2))
+    scale = np.where(peak > 0, peak / 32767, 1.0).astype(np.float32)
+    return MemberDeviations(embedding, assessed, np.rint(deviation / scale).astype(np.int16), scale)
