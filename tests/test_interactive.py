@@ -91,7 +91,10 @@ def test_page_is_one_offline_file(ensemble, tmp_path):
     assert "ranked among the" in text  # a 1 MB budget cannot hold every gene of 3 models
     assert fig._repr_html_().startswith("<iframe srcdoc=")
     assert before == {k: set(getattr(ensemble, k).keys()) for k in before}  # nothing written to adata
-    assert "member_deviation" in text and "member_deviation" not in scelm.pl.interactive(ensemble, confidence_budget_mb=0).html
+    columns = fig.layout.select_one({"name": "cells"}).data
+    assert columns["member_deviation"].dtype == np.int16 and columns["member_embedding"].shape == (700, 3, 2)
+    bare = scelm.pl.interactive(ensemble, confidence_budget_mb=0).layout.select_one({"name": "cells"}).data
+    assert "member_deviation" not in bare and "member_embedding" not in bare  # no budget, no stability data
 
 
 @pytest.mark.parametrize(
