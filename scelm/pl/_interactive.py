@@ -172,8 +172,8 @@ def interactive(
     here?" without defining a group first. With an ensemble, the panel also gives the
     selection's ``stability`` and sets its confident genes in bold, computed from the
     members as :func:`scelm.tl.rank_genes_elm` computes them for a group, and says when
-    the selection's direction from the rest is ill-defined. The page uses WebGL and holds precomputed hover lists,
-    not every contribution, so it stays responsive at 100,000 cells.
+    the selection's direction from the rest is ill-defined. The page uses WebGL and holds
+    precomputed hover lists, not every contribution, so it stays responsive at 100,000 cells.
 
     Parameters
     ----------

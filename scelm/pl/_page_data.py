@@ -131,8 +131,8 @@ def member_deviations(
         # member m's gene-space Jacobian on these genes is J_z W^T; times x - x_ref
         c = torch.einsum("bmdp,tp->bmdt", b.jacobian_z, W) * b.centred.index_select(1, idx)[:, None, None, :]
         embedding[b.start : b.stop] = b.embedding.cpu().numpy()
-        own = torch.as_tensor(consensus[b.start : b.stop], device=device)
-        deviation[b.start : b.stop] = (c - own[:, None]).cpu().numpy()
+        mean = torch.as_tensor(consensus[b.start : b.stop], device=device)  # the members' mean
+        deviation[b.start : b.stop] = (c - mean[:, None]).cpu().numpy()
     peak = np.abs(deviation).max(axis=(0, 1, 2))
     scale = np.where(peak > 0, peak / 32767, 1.0).astype(np.float32)
     return MemberDeviations(embedding, assessed, np.rint(deviation / scale).astype(np.int16), scale)
