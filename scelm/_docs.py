@@ -29,7 +29,9 @@ learning_rate
 doc_encoder = """\
 init
     Starting layout every member is regressed onto before the map's loss takes over:
-    ``'pca'`` (default; the top principal components of the encoder input),
+    ``'pca'`` (default; the top principal components of the space the graph comes from:
+    the encoder input, ``obsm[use_rep]``, or the integrated representation a stored graph
+    was built on; for BBKNN's graph, which no single space gives, its spectral layout),
     ``'spectral'`` (umap-learn's spectral embedding of the graph, its default), the
     name of an ``obsm`` key such as ``'X_umap'`` (start from a map you already have),
     or ``'random'`` (no regression: the map's global arrangement is left to the random

@@ -172,3 +172,49 @@ def test_within_needs_one_group_and_known_columns(conditions):
     scelm.tl.rank_genes_elm(plain, "cell_type", key_added="plain")
     with pytest.raises(ValueError, match="not a ranking within"):
         scelm.pl.condition_shifts(plain, "plain", show=False)
+
+
+def test_a_stored_integrated_graph_starts_the_map_as_use_rep_would(batches):
+    """sc.pp.neighbors(use_rep=...) records its representation: like sc.tl.umap, the fit then
+    needs no use_rep, and starts from that representation rather than the uncorrected genes."""
+    ad = batches.copy()
+    sc.pp.neighbors(ad, use_rep="X_clean")
+    named = ad.copy()
+    scelm.tl.parametric_umap(ad, **FAST)
+    scelm.tl.parametric_umap(named, **FAST, use_rep="X_clean")
+    np.testing.assert_allclose(ad.obsm["X_elm"], named.obsm["X_elm"], rtol=1e-6, atol=1e-6)
+
+
+def test_the_start_comes_from_the_graphs_own_space(batches):
+    from scelm.tl._fit import graph_space
+
+    ad = batches.copy()
+    z = np.zeros((ad.n_obs, 3), dtype=np.float32)
+
+    def space_of(rep=None):
+        space, graph_only = graph_space(ad, "pca", rep, z, "uns:neighbors" if "neighbors" in ad.uns else "scelm:15:exact")
+        return ("z" if space is z else space), graph_only
+
+    assert space_of() == ("z", False)  # scelm's own graph, on the encoder input
+    rep = ad.obsm["X_clean"].astype(np.float32)
+    assert space_of(rep)[0] is rep  # use_rep given
+    sc.pp.neighbors(ad, use_rep="X_clean")
+    space, graph_only = space_of()
+    np.testing.assert_array_equal(space, rep)
+    assert not graph_only
+    sc.pp.pca(ad, n_comps=10)
+    sc.pp.neighbors(ad, use_rep="X_pca")  # the genes' PCs (with loadings): the encoder input's space
+    assert space_of() == ("z", False)
+    # BBKNN records its parameters under 'bbknn': its graph joins batches no single space joins
+    ad.uns["neighbors"]["params"]["bbknn"] = {"batch_key": "batch"}
+    assert space_of() == ("z", True)
+
+
+def test_bbknns_graph_starts_from_its_spectral_layout(batches):
+    ad = batches.copy()
+    sc.pp.neighbors(ad, use_rep="X_clean")
+    ad.uns["neighbors"]["params"]["bbknn"] = {"batch_key": "batch"}
+    spectral = ad.copy()
+    scelm.tl.parametric_umap(ad, **FAST)
+    scelm.tl.parametric_umap(spectral, **FAST, init="spectral")
+    np.testing.assert_allclose(ad.obsm["X_elm"], spectral.obsm["X_elm"], rtol=1e-6, atol=1e-6)

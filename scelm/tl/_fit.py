@@ -22,21 +22,46 @@ ALIGN_CELLS = 50_000
 MEMBER_FIT_MIN = 0.5
 
 
-def start_layout(adata: AnnData, init: str, z: np.ndarray, edges, n_components: int, seed: int) -> np.ndarray | None:
-    """The layout the encoder is regressed onto first (from ``z``, the space of the graph),
-    or None for ``'random'``."""
+def start_layout(
+    adata: AnnData, init: str, space: np.ndarray, edges, n_components: int, seed: int, *, graph_only: bool = False
+) -> np.ndarray | None:
+    """The layout the encoder is regressed onto first, or None for ``'random'``. ``space`` holds
+    the cells in the graph's own space (see :func:`graph_space`); ``graph_only``, for a graph no
+    single space gives, turns ``'pca'`` into the graph's spectral layout."""
     from .._core.layout import pca_layout, scaled, spectral_layout
 
     if init == "random":
         return None
+    if init == "spectral" or (init == "pca" and graph_only):
+        return spectral_layout(space, edges.to_csr(), n_components, seed)
     if init == "pca":
-        return pca_layout(z, n_components)
-    if init == "spectral":
-        return spectral_layout(z, edges.to_csr(), n_components, seed)
+        return pca_layout(space, n_components)
     given = np.asarray(adata.obsm[init])[:, :n_components]
     if not np.all(np.isfinite(given)):
         raise ValueError(f"adata.obsm[{init!r}] contains NaN or inf.")
     return scaled(given)
+
+
+def graph_space(adata: AnnData, init: str, rep: np.ndarray | None, z: np.ndarray, graph_source: str) -> tuple[np.ndarray, bool]:
+    """The cells in the space their graph came from, so that ``init='pca'`` starts from the
+    graph's arrangement rather than one the graph undoes: ``obsm[use_rep]`` when given, else the
+    integrated representation a stored graph records (``sc.pp.neighbors(use_rep=...)``; like
+    ``sc.tl.umap``, the fit needs no ``use_rep`` then), else the encoder input ``z``. The flag
+    is True for BBKNN's graph, which joins batches that no single space joins."""
+    from ._graph import stored_graph_space
+
+    if rep is not None:
+        return rep, False
+    built_on = stored_graph_space(adata, graph_source)
+    if built_on is None:
+        return z, False
+    if built_on == "bbknn":
+        if init == "pca":
+            logg.info("    starting from the spectral layout of BBKNN's graph, which joins batches that no single space joins")
+        return z, True
+    if init == "pca":
+        logg.info(f"    starting from the PCs of adata.obsm[{built_on!r}], the representation the stored graph was built on")
+    return representation(adata, built_on), False
 
 
 def fit_embedding(adata: AnnData, p, dev, *, edges_of: Callable, objective, what: str) -> tuple[StoredModel, object]:
@@ -71,7 +96,8 @@ def fit_embedding(adata: AnnData, p, dev, *, edges_of: Callable, objective, what
         logg.info(f"    training {p.n_models} models on {what}; the map is their consensus")
     seeds = p.member_seeds()
     stack = StackedEncoder.random(front_end.n_in, p.hidden, p.n_components, seeds=seeds, activation=p.activation)
-    layout = start_layout(adata, p.init, z if rep is None else rep, edges, p.n_components, p.random_state)
+    space, graph_only = graph_space(adata, p.init, rep, z, resolved["graph"])
+    layout = start_layout(adata, p.init, space, edges, p.n_components, p.random_state, graph_only=graph_only)
     stack, history = train_members(
         stack, z, edges, config, member_seeds=seeds, layout=layout, device=dev, seed=p.random_state,
         progress=settings.verbosity >= 1, n_jobs=settings.n_jobs, desc=what,

@@ -67,3 +67,21 @@ def graph_edges(adata: AnnData, z: np.ndarray, space_name: str, p, *, device) ->
         k = int(np.ravel(adata.uns[key].get("params", {}).get("n_neighbors", -1))[0])
         _warn_overridden(p, key, k)
     return edges_from_connectivities(C), source, k
+
+
+def stored_graph_space(adata: AnnData, graph_source: str) -> str | None:
+    """What a stored graph was built on, for the starting layout: the ``obsm`` key of an
+    integrated representation without gene loadings (``sc.pp.neighbors(use_rep='X_pca_harmony')``
+    records it in its params), ``'bbknn'`` for BBKNN's batch-balanced graph (a kNN graph of no
+    single space), or None (scelm's own graph, or one built on the genes' PCs)."""
+    from .._input import rep_loadings
+
+    if not graph_source.startswith("uns:"):
+        return None
+    params = adata.uns[graph_source.removeprefix("uns:")].get("params", {})
+    if "bbknn" in params:
+        return "bbknn"
+    use_rep = params.get("use_rep")
+    if isinstance(use_rep, str) and use_rep in adata.obsm and rep_loadings(adata, use_rep) is None:
+        return use_rep
+    return None
