@@ -82,6 +82,10 @@ def stored_graph_space(adata: AnnData, graph_source: str) -> str | None:
     if "bbknn" in params:
         return "bbknn"
     use_rep = params.get("use_rep")
-    if isinstance(use_rep, str) and use_rep in adata.obsm and rep_loadings(adata, use_rep) is None:
-        return use_rep
-    return None
+    if not isinstance(use_rep, str) or use_rep not in adata.obsm:
+        return None
+    try:
+        linear = rep_loadings(adata, use_rep) is not None
+    except ValueError:  # loadings of another shape: still a linear representation of the genes
+        linear = True
+    return None if linear else use_rep
