@@ -202,6 +202,11 @@ def test_the_start_comes_from_the_graphs_own_space(batches):
     space, graph_only = space_of()
     np.testing.assert_array_equal(space, rep)
     assert not graph_only
+    ad.obsm["bbknn"] = rep  # a representation's name is not BBKNN's graph
+    sc.pp.neighbors(ad, use_rep="bbknn")
+    space, graph_only = space_of()
+    np.testing.assert_array_equal(space, rep)
+    assert not graph_only
     sc.pp.pca(ad, n_comps=10)
     sc.pp.neighbors(ad, use_rep="X_pca")  # the genes' PCs (with loadings): the encoder input's space
     assert space_of() == ("z", False)

@@ -52,13 +52,13 @@ def graph_space(adata: AnnData, init: str, rep: np.ndarray | None, z: np.ndarray
 
     if rep is not None:
         return rep, False
-    built_on = stored_graph_space(adata, graph_source)
-    if built_on is None:
-        return z, False
-    if built_on == "bbknn":
+    built_on, bbknn = stored_graph_space(adata, graph_source)
+    if bbknn:
         if init == "pca":
             logg.info("    starting from the spectral layout of BBKNN's graph, which joins batches that no single space joins")
         return z, True
+    if built_on is None:
+        return z, False
     if init == "pca":
         logg.info(f"    starting from the PCs of adata.obsm[{built_on!r}], the representation the stored graph was built on")
     return representation(adata, built_on), False

@@ -69,23 +69,23 @@ def graph_edges(adata: AnnData, z: np.ndarray, space_name: str, p, *, device) ->
     return edges_from_connectivities(C), source, k
 
 
-def stored_graph_space(adata: AnnData, graph_source: str) -> str | None:
+def stored_graph_space(adata: AnnData, graph_source: str) -> tuple[str | None, bool]:
     """What a stored graph was built on, for the starting layout: the ``obsm`` key of an
     integrated representation without gene loadings (``sc.pp.neighbors(use_rep='X_pca_harmony')``
-    records it in its params), ``'bbknn'`` for BBKNN's batch-balanced graph (a kNN graph of no
-    single space), or None (scelm's own graph, or one built on the genes' PCs)."""
+    records it in its params) or None (scelm's own graph, or one built on the genes' PCs), and
+    whether it is BBKNN's batch-balanced graph (a kNN graph of no single space)."""
     from .._input import rep_loadings
 
     if not graph_source.startswith("uns:"):
-        return None
+        return None, False
     params = adata.uns[graph_source.removeprefix("uns:")].get("params", {})
     if "bbknn" in params:
-        return "bbknn"
+        return None, True
     use_rep = params.get("use_rep")
     if not isinstance(use_rep, str) or use_rep not in adata.obsm:
-        return None
+        return None, False
     try:
         linear = rep_loadings(adata, use_rep) is not None
     except ValueError:  # loadings of another shape: still a linear representation of the genes
         linear = True
-    return None if linear else use_rep
+    return (None if linear else use_rep), False
