@@ -1,7 +1,7 @@
 """Small-data speed: epochs, ensemble size and width against quality, next to umap-learn.
 
     python benchmarks/bench_speed.py [--data pbmc sim3000 sim10000] [--seeds 3]
-                                     [--epochs 100 200 400] [--models 5] [--hidden 128,128]
+                                     [--epochs 100 200 400] [--models 5] [--hidden 64,64]
     python benchmarks/bench_speed.py --steps         # where a full-batch step's time goes
     python benchmarks/bench_speed.py --first-calls   # first call in fresh processes
 
@@ -11,7 +11,8 @@ timing, as in a notebook's second call): umap-learn's time on the same input
 data, which needs its own kNN, against scelm building its own PCA and graph from X), then
 every (n_epochs, n_models, hidden) of the grid over ``--seeds`` seeds: median fit time,
 its ratio to umap-learn, trustworthiness (k=15, 50-PC space) and 15-NN label accuracy of
-the first member's map, and the top-10 Jaccard of ``rank_genes_elm`` over pairs of seeds.
+the displayed (consensus) map, and the top-10 Jaccard of ``rank_genes_elm`` over pairs of
+seeds. Unset grid values are scelm's defaults.
 """
 
 from __future__ import annotations
@@ -89,13 +90,19 @@ def run_config(adata, groupby: str, seeds: int, **kw) -> dict:
                 jaccard_top10=float(np.mean([jaccard(tops[i], tops[j]) for i, j in pairs])) if pairs else "")
 
 
-def step_costs(n: int = 700, members: int = 5, hidden=(128, 128), repeats: int = 200) -> list[dict]:
+def step_costs(n: int = 700, repeats: int = 200) -> list[dict]:
     """Milliseconds per training step of each part, on random data of pbmc68k_reduced's
-    size (50 PCs in, 15 edges and 5 negatives per cell): where a full-batch step goes."""
+    size (50 PCs in, 15 edges and 5 negatives per cell) and one of the default fit's CPU
+    stacks of members: where a full-batch step goes."""
     import torch
 
     from scelm._core.encoder import StackedEncoder
     from scelm._core.loss import Pairs, umap_loss_and_gradient
+    from scelm._core.train import member_groups
+    from scelm.tl._fit_params import DEFAULT_HIDDEN, default_members
+
+    members = len(member_groups(default_members(n), 1, torch.device("cpu"))[0])
+    hidden = DEFAULT_HIDDEN
 
     def ms(fn) -> float:
         fn()
@@ -176,7 +183,7 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--epochs", type=int, nargs="+", default=[None], help="n_epochs values (default: scelm's)")
     p.add_argument("--models", type=int, nargs="+", default=[None], help="n_models values (default: scelm's)")
-    p.add_argument("--hidden", nargs="+", default=["128,128"])
+    p.add_argument("--hidden", nargs="+", default=[None], help="hidden widths, e.g. 64,64 (default: scelm's)")
     p.add_argument("--steps", action="store_true", help="only the per-step cost table")
     p.add_argument("--first-calls", action="store_true", help="only the first call in fresh processes, pbmc")
     p.add_argument("--first-call", help=argparse.SUPPRESS)
@@ -200,9 +207,9 @@ def main() -> None:
         base = umap_seconds(adata)
         rows.append(dict(data=name, config="umap-learn", fit_s=base))
         for n_epochs, n_models, hidden in itertools.product(args.epochs, args.models, args.hidden):
-            widths = tuple(int(h) for h in hidden.split(","))
-            r = run_config(adata, groupby, args.seeds, n_epochs=n_epochs, n_models=n_models, hidden=widths)
-            config = f"epochs={n_epochs or 'default'} models={n_models or 'default'} hidden={hidden}"
+            widths = {} if hidden is None else dict(hidden=tuple(int(h) for h in hidden.split(",")))
+            r = run_config(adata, groupby, args.seeds, n_epochs=n_epochs, n_models=n_models, **widths)
+            config = f"epochs={n_epochs or 'default'} models={n_models or 'default'} hidden={hidden or 'default'}"
             rows.append(dict(data=name, config=config, **r, vs_umap=r["fit_s"] / base))
             print(rows[-1], file=sys.stderr, flush=True)
     cols = ["data", "config", "fit_s", "vs_umap", "trustworthiness", "knn_acc", "jaccard_top10"]

@@ -32,13 +32,13 @@ def default_members(n_obs: int) -> int:
 
 
 def default_epochs(n_obs: int, init: str) -> int:
-    # Measured with benchmarks/bench_speed.py (3 seeds; trustworthiness and 15-NN accuracy
-    # against the 0.2 defaults, 400 full-batch / 300 block epochs):
-    # - full batch is one step per epoch: from a starting layout, 300 stay within 0.005 of
-    #   400 at 1,000 and 3,000 simulated cells, where 200 lose 0.011-0.026 (on pbmc68k_reduced
-    #   200 were enough); so n / 10 clipped to [300, 400], which keeps 400 near 4,096 cells.
-    #   From random weights the map needs longer to settle (umap-learn: 500), 600;
-    # - in blocks (20 steps per epoch), 200 epochs stay within 0.006 of 300 at 10,000 cells.
+    # Measured with benchmarks/bench_speed.py --epochs (3 seeds, default members; docs/scale.md):
+    # - full batch is one step per epoch: from a starting layout, 300 stay within 0.004 of
+    #   400 at pbmc68k_reduced, 1,000 and 3,000 simulated cells; so n / 10 clipped to
+    #   [300, 400], which keeps 400 near 4,096 cells. From random weights the map needs
+    #   longer to settle (umap-learn: 500), 600;
+    # - in blocks, 200 epochs come within 0.011 of 300 at 10,000 cells, whose rankings agree
+    #   across seeds at 0.57 against 200's 0.79.
     # A function of n_obs alone, so that train_batch_size changes nothing else.
     from .._core.train import FULL_BATCH_MAX
 
