@@ -111,6 +111,19 @@ def test_overridden_graph_arguments_are_a_warning_and_can_be_had(pbmc):
     assert pbmc.uns["elm"]["params"]["graph"] == "scelm:7:exact" and pbmc.uns["elm"]["params"]["n_neighbors"] == 7
 
 
+
+def test_a_graph_cut_down_with_its_cells_is_a_warning(pbmc):
+    """adata[cells] keeps only the edges among the chosen cells: a subset's graph loses most of
+    each cell's neighbours, and both fits say so; a graph of the subset's own says nothing."""
+    sub = pbmc[np.random.default_rng(0).choice(pbmc.n_obs, 210, replace=False)].copy()
+    for said in (
+        logged_warnings(lambda: scelm.tl.parametric_umap(sub, **FAST)),
+        logged_warnings(lambda: scelm.tl.parametric_tsne(sub, neighbors_key="neighbors", **FAST)),
+    ):
+        assert "cut down with the cells" in said and "neighbors_key=False" in said
+    sc.pp.neighbors(sub)
+    assert logged_warnings(lambda: scelm.tl.parametric_umap(sub, **FAST)) == ""
+
 def test_model_fitted_on_raw_refuses_a_query_without_raw_unless_told(fitted_pbmc):
     query = fitted_pbmc.raw.to_adata()
     del query.obsm["X_elm"]

@@ -32,7 +32,31 @@ def stored_connectivities(adata: AnnData, neighbors_key: str | None | bool):
         C = C.compute()
     if C.shape != (adata.n_obs, adata.n_obs):
         raise ValueError(f"obsp[{conn_key!r}] has shape {C.shape}, expected ({adata.n_obs}, {adata.n_obs}).")
+    _warn_if_sliced(C, key, stored_n_neighbors(adata, key))
     return C, key
+
+
+def stored_n_neighbors(adata: AnnData, key: str) -> int:
+    """The ``n_neighbors`` a stored graph records in its params, or -1."""
+    return int(np.ravel(adata.uns[key].get("params", {}).get("n_neighbors", -1))[0])
+
+
+def _warn_if_sliced(C, key: str, k: int) -> None:
+    """A kNN graph of k neighbours gives every cell at least k - 1 edges. ``adata[cells]``
+    keeps only the edges among the chosen cells, so a subset of a fifth of the cells is left
+    with about a fifth of them, some cells with none: a map trained on it falls apart."""
+    from scipy import sparse
+
+    if k < 2 or C.shape[0] == 0:
+        return
+    per_cell = np.diff(sparse.csr_matrix(C).indptr)
+    if (median := float(np.median(per_cell))) < (k - 1) / 2:
+        logg.warning(
+            f"the graph in adata.uns[{key!r}] gives its cells a median of {median:g} neighbours (it was built with "
+            f"n_neighbors={k}; {int(np.sum(per_cell == 0))} cells have none): it looks cut down with the cells, as "
+            "adata[cells] keeps only the edges among them. Rerun sc.pp.neighbors on these cells, or pass "
+            "neighbors_key=False to build scelm's own graph."
+        )
 
 
 def _warn_overridden(p, key: str, k: int) -> None:
@@ -64,7 +88,7 @@ def graph_edges(adata: AnnData, z: np.ndarray, space_name: str, p, *, device) ->
         built_on = adata.uns[key].get("params", {}).get("use_rep", "X_pca or X")
         logg.info(f"    training on the graph in adata.uns[{key!r}] (built on {built_on})")
         source = f"uns:{key}"
-        k = int(np.ravel(adata.uns[key].get("params", {}).get("n_neighbors", -1))[0])
+        k = stored_n_neighbors(adata, key)
         _warn_overridden(p, key, k)
     return edges_from_connectivities(C), source, k
 
