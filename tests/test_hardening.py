@@ -111,7 +111,6 @@ def test_overridden_graph_arguments_are_a_warning_and_can_be_had(pbmc):
     assert pbmc.uns["elm"]["params"]["graph"] == "scelm:7:exact" and pbmc.uns["elm"]["params"]["n_neighbors"] == 7
 
 
-
 def test_a_graph_cut_down_with_its_cells_is_a_warning(pbmc):
     """adata[cells] keeps only the edges among the chosen cells: a subset's graph loses most of
     each cell's neighbours, and both fits say so; a graph of the subset's own says nothing."""
