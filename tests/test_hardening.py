@@ -123,6 +123,7 @@ def test_a_graph_cut_down_with_its_cells_is_a_warning(pbmc):
     sc.pp.neighbors(sub)
     assert logged_warnings(lambda: scelm.tl.parametric_umap(sub, **FAST)) == ""
 
+
 def test_model_fitted_on_raw_refuses_a_query_without_raw_unless_told(fitted_pbmc):
     query = fitted_pbmc.raw.to_adata()
     del query.obsm["X_elm"]
