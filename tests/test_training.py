@@ -60,6 +60,17 @@ def test_default_batch_size_is_full_batch_for_small_data():
     assert default_batch_size(1_000_000) == 50_000
 
 
+def test_default_learning_rate_keeps_a_10000_cell_fits_rate_times_steps():
+    from scelm.tl._fit_params import default_learning_rate
+
+    for n_obs in (700, 4096, 10_000, 10_240):
+        assert default_learning_rate(n_obs) == 1e-2
+    for n_obs in (15_000, 20_000, 50_000, 1_000_000):  # learning rate x blocks per epoch stays 0.1
+        blocks = -(-n_obs // default_batch_size(n_obs))
+        assert default_learning_rate(n_obs) * blocks == pytest.approx(0.1)
+    assert default_learning_rate(50_000) == pytest.approx(5e-3)
+
+
 def test_plan_lists_every_edge_under_each_block_it_touches():
     z, edges = _graph(1000)
     plan = plan_blocks(edges, 300, torch.Generator().manual_seed(0), CPU)
@@ -262,6 +273,7 @@ def test_parametric_umap_records_and_checks_train_batch_size(sim):
     scelm.tl.parametric_umap(sim, n_epochs=10, hidden=(16,), train_batch_size=150, store_jacobian=False)
     params = sim.uns["elm"]["params"]
     assert params["train_batch_size"] == 150 and params["n_epochs"] == 10
+    assert params["learning_rate"] == 1e-2  # resolved by the size of the data, not the blocks asked for
     with pytest.raises(ValueError, match="train_batch_size"):
         scelm.tl.parametric_umap(sim, train_batch_size=0)
 

@@ -31,7 +31,7 @@ def parametric_tsne(
     knn: KnnMethod | None = None,
     n_epochs: int | None = None,
     train_batch_size: int | None = None,
-    learning_rate: float = 1e-2,
+    learning_rate: float | None = None,
     negative_sample_rate: int = 20,
     init: Init | str = "pca",
     weight_decay: float = 1e-3,

@@ -31,7 +31,7 @@ def parametric_umap(
     neighbors_key: str | Literal[False] | None = None,
     n_epochs: int | None = None,
     train_batch_size: int | None = None,
-    learning_rate: float = 1e-2,
+    learning_rate: float | None = None,
     negative_sample_rate: int = 5,
     repulsion_strength: float = 1.0,
     init: Init | str = "pca",
