@@ -36,9 +36,14 @@ def stored_connectivities(adata: AnnData, neighbors_key: str | None | bool):
     return C, key
 
 
+def stored_graph_params(adata: AnnData, key: str) -> dict:
+    """The params ``sc.pp.neighbors`` (or BBKNN) stored with the graph in ``adata.uns[key]``."""
+    return adata.uns[key].get("params", {})
+
+
 def stored_n_neighbors(adata: AnnData, key: str) -> int:
     """The ``n_neighbors`` a stored graph records in its params, or -1."""
-    return int(np.ravel(adata.uns[key].get("params", {}).get("n_neighbors", -1))[0])
+    return int(np.ravel(stored_graph_params(adata, key).get("n_neighbors", -1))[0])
 
 
 def _warn_if_sliced(C, key: str, k: int) -> None:
@@ -85,7 +90,7 @@ def graph_edges(adata: AnnData, z: np.ndarray, space_name: str, p, *, device) ->
         C = fuzzy_graph(z, n_neighbors=k, random_state=p.random_state, device=device, method=method)
         source = f"scelm:{k}:{method}"
     else:
-        built_on = adata.uns[key].get("params", {}).get("use_rep", "X_pca or X")
+        built_on = stored_graph_params(adata, key).get("use_rep", "X_pca or X")
         logg.info(f"    training on the graph in adata.uns[{key!r}] (built on {built_on})")
         source = f"uns:{key}"
         k = stored_n_neighbors(adata, key)
@@ -102,7 +107,7 @@ def stored_graph_space(adata: AnnData, graph_source: str) -> tuple[str | None, b
 
     if not graph_source.startswith("uns:"):
         return None, False
-    params = adata.uns[graph_source.removeprefix("uns:")].get("params", {})
+    params = stored_graph_params(adata, graph_source.removeprefix("uns:"))
     if "bbknn" in params:
         return None, True
     use_rep = params.get("use_rep")
