@@ -26,7 +26,7 @@ learning_rate
     Adam's learning rate, linearly decayed to zero. ``None``: 0.01 up to 10,240 cells,
     then lower in proportion to the default blocks per epoch, 0.005 from 20,000 cells on,
     so that a large fit moves its weights no further than a 10,000-cell fit (more stable
-    rankings across seeds at the same map quality; see ``docs/trust.md``)."""
+    rankings across seeds, trustworthiness within 0.01; see ``docs/trust.md``)."""
 
 # Shared by the fits (parametric_umap, parametric_tsne): the members, their start and storage.
 doc_encoder = """\
