@@ -15,7 +15,9 @@ to 50,000 cells and NNDescent above, built once and stored as ``uns['neighbors']
     sum against ``X_elm`` and of each group's separation scores' sum against its centroid
     distance in ``X_elm``;
 (b) stability: top-10 agreement (Jaccard, mean over groups and pairs of seeds) of
-    ``rank_genes_elm``, beside the t-test-wilcoxon agreement on the same genes;
+    ``rank_genes_elm``, with its jackknife standard error over the seeds (``agreement_se``:
+    how far another run with other seeds may land), beside the t-test-wilcoxon agreement on
+    the same genes;
 (c) calibration: Spearman correlation, over groups, between the ``stability`` one fit
     reports (mean over seeds) and the group's measured agreement; the confident top genes
     one fit reports (``n_confident`` per group) and the share of them in another seed's
@@ -182,6 +184,20 @@ def umap_runs(adata, seeds: int) -> tuple[float, list[np.ndarray]]:
     return float(np.median(times)), maps
 
 
+def agreement(runs: list[dict], groups: list[str]) -> float:
+    """Top-10 Jaccard, mean over groups and pairs of ``runs``."""
+    return float(np.mean([jaccard(a["top"][g], b["top"][g]) for a, b in itertools.combinations(runs, 2) for g in groups]))
+
+
+def jackknife_se(runs: list[dict], groups: list[str]) -> float:
+    """Jackknife standard error of :func:`agreement` over the seeds (NaN below 3 seeds)."""
+    n = len(runs)
+    if n < 3:
+        return float("nan")
+    leave_one_out = np.array([agreement(runs[:i] + runs[i + 1 :], groups) for i in range(n)])
+    return float(np.sqrt((n - 1) / n * np.sum((leave_one_out - leave_one_out.mean()) ** 2)))
+
+
 def summarise(name: str, label: str, runs: list[dict], pcs: np.ndarray, umap_time: float, umap_trust: float) -> tuple[dict, list]:
     pairs = list(itertools.combinations(range(len(runs)), 2))
     groups = list(runs[0]["top"])
@@ -195,7 +211,7 @@ def summarise(name: str, label: str, runs: list[dict], pcs: np.ndarray, umap_tim
     row = dict(
         data=name, config=label, n_models=runs[0]["n_models"],
         exactness=max(r["exactness"] for r in runs),
-        agreement=float(np.mean(list(per_group.values()))),
+        agreement=agreement(runs, groups), agreement_se=jackknife_se(runs, groups),
         ttest_vs_wilcoxon=float(np.mean([jaccard(de["t-test"][g], de["wilcoxon"][g]) for g in groups])),
         reported_stability=float(np.nanmean(list(reported.values()))),
         n_confident=float(np.mean([r["n_confident"][g] for r in runs for g in groups])),
