@@ -184,24 +184,20 @@ def umap_runs(adata, seeds: int) -> tuple[float, list[np.ndarray]]:
     return float(np.median(times)), maps
 
 
-def agreement(runs: list[dict], groups: list[str]) -> float:
-    """Top-10 Jaccard, mean over groups and pairs of ``runs``."""
-    return float(np.mean([jaccard(a["top"][g], b["top"][g]) for a, b in itertools.combinations(runs, 2) for g in groups]))
-
-
-def jackknife_se(runs: list[dict], groups: list[str]) -> float:
-    """Jackknife standard error of :func:`agreement` over the seeds (NaN below 3 seeds)."""
-    n = len(runs)
-    if n < 3:
+def jackknife_se(pairs: list[tuple[int, int]], pair_jaccard: np.ndarray, n_seeds: int) -> float:
+    """Jackknife standard error over the seeds of the mean of ``pair_jaccard`` ``(pairs,
+    groups)`` (NaN below 3 seeds)."""
+    if n_seeds < 3:
         return float("nan")
-    leave_one_out = np.array([agreement(runs[:i] + runs[i + 1 :], groups) for i in range(n)])
-    return float(np.sqrt((n - 1) / n * np.sum((leave_one_out - leave_one_out.mean()) ** 2)))
+    leave_one_out = np.array([pair_jaccard[[s not in p for p in pairs]].mean() for s in range(n_seeds)])
+    return float(np.sqrt((n_seeds - 1) / n_seeds * np.sum((leave_one_out - leave_one_out.mean()) ** 2)))
 
 
 def summarise(name: str, label: str, runs: list[dict], pcs: np.ndarray, umap_time: float, umap_trust: float) -> tuple[dict, list]:
     pairs = list(itertools.combinations(range(len(runs)), 2))
     groups = list(runs[0]["top"])
-    per_group = {g: float(np.mean([jaccard(runs[i]["top"][g], runs[j]["top"][g]) for i, j in pairs])) for g in groups}
+    pair_jaccard = np.array([[jaccard(runs[i]["top"][g], runs[j]["top"][g]) for g in groups] for i, j in pairs])
+    per_group = dict(zip(groups, pair_jaccard.mean(0).tolist()))
     reported = {g: float(np.nanmean([r["stability"][g] for r in runs])) for g in groups}
     # Of the genes one fit calls confident, the share in another fit's top 10.
     kept = [len(runs[i]["confident"][g] & runs[j]["top"][g]) for i, j in itertools.permutations(range(len(runs)), 2) for g in groups]
@@ -211,7 +207,7 @@ def summarise(name: str, label: str, runs: list[dict], pcs: np.ndarray, umap_tim
     row = dict(
         data=name, config=label, n_models=runs[0]["n_models"],
         exactness=max(r["exactness"] for r in runs),
-        agreement=float(np.mean(list(per_group.values()))), agreement_se=jackknife_se(runs, groups),
+        agreement=float(np.mean(list(per_group.values()))), agreement_se=jackknife_se(pairs, pair_jaccard, len(runs)),
         ttest_vs_wilcoxon=float(np.mean([jaccard(de["t-test"][g], de["wilcoxon"][g]) for g in groups])),
         reported_stability=float(np.nanmean(list(reported.values()))),
         n_confident=float(np.mean([r["n_confident"][g] for r in runs for g in groups])),
