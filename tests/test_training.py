@@ -194,6 +194,33 @@ def test_stacks_are_fixed_by_the_fit_not_the_threads():
     assert member_groups(4, 20, torch.device("cuda")) == [[0, 1, 2, 3]]
 
 
+def test_progress_names_the_members_and_epoch_of_its_loss(monkeypatch):
+    """Members in blocks train one per stack, so with fewer threads a later member's first
+    epochs follow an earlier one's last: the bar says whose loss it shows."""
+
+    class Bar:
+        disable, postfixes, n = False, [], 0
+
+        def update(self, k):
+            self.n += k
+
+        def set_postfix_str(self, text, refresh=True):
+            self.postfixes.append(text)
+
+        def close(self):
+            pass
+
+    bar = Bar()
+    monkeypatch.setattr(train, "progress_bar", lambda *a, **k: bar)
+    z, edges = _graph(600)
+    config = TrainConfig(3, 1e-2, 5, UMAPObjective(*AB), 200)
+    train_members(StackedEncoder.random(8, [16], 2, seeds=[0, 1]), z, edges, config, member_seeds=[5, 6], device=CPU,
+                  seed=0, progress=True, threads=1)
+    assert [p.split(":")[0] for p in bar.postfixes] == ["member 1, epoch 1", "member 1, epoch 3", "member 2, epoch 1",
+                                                        "member 2, epoch 3"]
+    assert bar.n == 6  # one per member and epoch; the bar's unit_scale shows 3 epochs
+
+
 def test_one_stack_trains_each_member_as_alone():
     """The GPU's schedule (one stack, each member on its own block at each step, short
     blocks padded) computes what each member computes alone; they part only by float

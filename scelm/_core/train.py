@@ -310,7 +310,8 @@ def train_members(
     def train(group: list[int]):
         part = StackedEncoder.from_states([states[m] for m in group], stack.activation).to(device)
         streams = [MemberStream.of(member_seeds[m], device) for m in group]
-        return part, train_group(part, zt, lt, plan, config, streams=streams, bar=bar, stop=stop)
+        label = f"member {group[0] + 1}" if len(group) == 1 else f"members {group[0] + 1}-{group[-1] + 1}"
+        return part, train_group(part, zt, lt, plan, config, streams=streams, bar=bar, stop=stop, label=label)
 
     try:
         with one_intra_op_thread(device):
@@ -360,11 +361,12 @@ def _in_threads(fn, groups: list, threads: int, stop: threading.Event) -> list:
 
 def train_group(
     stack: StackedEncoder, zt: torch.Tensor, layout: torch.Tensor | None, plan: BlockPlan, config: TrainConfig, *,
-    streams: Sequence[MemberStream], bar=None, stop: threading.Event | None = None,
+    streams: Sequence[MemberStream], bar=None, stop: threading.Event | None = None, label: str = "members",
 ) -> np.ndarray:
     """Fit the members of one ``stack`` in place on the renumbered inputs ``zt`` (and
     ``layout``), member m from ``streams[m]``. ``bar``: a tqdm bar advanced by one per member
-    and epoch. Returns the mean block loss per member and epoch."""
+    and epoch, whose postfix gives the loss of ``label`` (these members) and its epoch.
+    Returns the mean block loss per member and epoch."""
     stack.train()
     n, n_members = zt.shape[0], stack.n_members
     if layout is not None and config.layout_steps > 0:
@@ -401,7 +403,8 @@ def train_group(
         if bar is not None and not bar.disable:
             bar.update(n_members)
             if epoch % PROGRESS_EVERY == 0 or epoch == config.n_epochs - 1:
-                bar.set_postfix(loss=f"{history[epoch].mean().item():.4f}", refresh=False)
+                # With more groups than threads, a group's first epochs follow another's last.
+                bar.set_postfix_str(f"{label}, epoch {epoch + 1}: loss {history[epoch].mean().item():.4f}", refresh=False)
     average.apply()
     stack.eval()
     return history.T.cpu().numpy()
