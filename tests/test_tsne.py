@@ -121,6 +121,8 @@ def test_stored_graph_as_affinities(monkeypatch):
         scelm.tl.parametric_tsne(adata, neighbors_key="missing", **TSNE_FAST)
     with pytest.raises(TypeError, match="neighbors_key"):
         scelm.tl.parametric_tsne(adata, neighbors_key=3, **TSNE_FAST)
+    with pytest.raises(TypeError, match="key of adata.uns or None"):  # None already builds its own affinities
+        scelm.tl.parametric_tsne(adata, neighbors_key=False, **TSNE_FAST)
 
 
 @pytest.mark.parametrize(

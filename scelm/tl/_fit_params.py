@@ -113,10 +113,11 @@ def _check_batch_key(adata: AnnData, batch_key) -> str | None:
     return batch_key
 
 
-def _check_neighbors_key(value) -> str | None | bool:
-    if value is None or value is False or isinstance(value, str):
+def _check_neighbors_key(value, *, false_ok: bool = True) -> str | None | bool:
+    if value is None or isinstance(value, str) or (false_ok and value is False):
         return value
-    raise TypeError(f"neighbors_key must be a key of adata.uns, None or False, got {value!r}.")
+    allowed = "a key of adata.uns, None or False" if false_ok else "a key of adata.uns or None"
+    raise TypeError(f"neighbors_key must be {allowed}, got {value!r}.")
 
 
 @dataclass(frozen=True)
@@ -244,8 +245,7 @@ class TSNEParams(EncoderParams):
 
     @staticmethod
     def check_own(adata: AnnData, a: dict) -> dict:
-        if a["neighbors_key"] is not None and not isinstance(a["neighbors_key"], str):
-            raise TypeError(f"neighbors_key must be a key of adata.uns or None, got {a['neighbors_key']!r}.")
+        a["neighbors_key"] = _check_neighbors_key(a["neighbors_key"], false_ok=False)
         a["perplexity"] = _checks.number("perplexity", a["perplexity"])
         if a["neighbors_key"] is None and 3 * a["perplexity"] > adata.n_obs - 1:
             raise ValueError(f"perplexity={a['perplexity']} is too large for {adata.n_obs} cells: it needs 3 x perplexity "
