@@ -51,7 +51,13 @@ def symmetric_graph(C) -> sparse.csr_matrix:
 
 def edges_from_connectivities(C) -> EdgeList:
     """Edges of a connectivities matrix (:func:`symmetric_graph`), zeros dropped."""
-    upper = sparse.triu(symmetric_graph(C), k=1).tocoo()
+    return upper_edges(symmetric_graph(C))
+
+
+def upper_edges(S: sparse.spmatrix) -> EdgeList:
+    """Edges of a matrix already symmetric without self-loops (:func:`symmetric_graph`,
+    :func:`joint_probabilities`, :func:`perplexity_affinities`), zeros dropped."""
+    upper = sparse.triu(S, k=1).tocoo()
     keep = upper.data > 0
     return EdgeList(
         upper.row[keep].astype(np.int64), upper.col[keep].astype(np.int64),

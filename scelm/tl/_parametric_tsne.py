@@ -128,17 +128,17 @@ def parametric_tsne(
     p = TSNEParams.from_call(adata, locals())
 
     def edges_of(space, space_name, dev):
-        from .._core.graph import edges_from_connectivities, joint_probabilities, knn_method, perplexity_affinities
+        from .._core.graph import joint_probabilities, knn_method, perplexity_affinities, upper_edges
         from ._graph import stored_connectivities
 
         if p.neighbors_key is not None:
             C, key = stored_connectivities(adata, p.neighbors_key)
             logg.info(f"    t-SNE affinities: the graph in adata.uns[{key!r}], normalised (perplexity unused)")
-            return edges_from_connectivities(joint_probabilities(C)), dict(method="tsne", graph=f"uns:{key}")
+            return upper_edges(joint_probabilities(C)), dict(method="tsne", graph=f"uns:{key}")
         method = knn_method(adata.n_obs, p.knn, dev)
         logg.info(f"    building t-SNE affinities (perplexity {p.perplexity:g}, {method} kNN on {space_name})")
         P = perplexity_affinities(space, p.perplexity, random_state=p.random_state, device=dev, method=method)
-        return edges_from_connectivities(P), dict(method="tsne", graph=f"scelm:perplexity:{method}")
+        return upper_edges(P), dict(method="tsne", graph=f"scelm:perplexity:{method}")
 
     return fit_and_write(adata, p, device=device, key_added=key_added, copy=copy, edges_of=edges_of,
                          objective=TSNEObjective(p.exaggeration, p.dof), what="parametric t-SNE")
