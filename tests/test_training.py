@@ -199,7 +199,10 @@ def test_progress_names_the_members_and_epoch_of_its_loss(monkeypatch):
     epochs follow an earlier one's last: the bar says whose loss it shows."""
 
     class Bar:
-        disable, postfixes, n = False, [], 0
+        disable = False
+
+        def __init__(self):
+            self.postfixes, self.n = [], 0
 
         def update(self, k):
             self.n += k
