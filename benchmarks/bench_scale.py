@@ -56,13 +56,17 @@ def data_path(workdir: Path, n_cells: int, n_genes: int) -> Path:
     path = workdir / f"sim_{n_cells}x{n_genes}.h5ad"
     if path.exists():
         return path
+    # Written under another name and renamed when complete: an interrupted run leaves no
+    # truncated file for the next one to read.
+    partial = path.with_name(path.name + ".partial")
     if n_cells > LEAN_ABOVE:
-        write_lean(path, n_cells, n_genes)
-        return path
-    adata, _ = scelm.datasets.simulate_markers(n_cells, n_genes, n_types=8, random_state=0)
-    del adata.layers["counts"]
-    sc.pp.pca(adata, n_comps=50, random_state=0)
-    adata.write_h5ad(path)
+        write_lean(partial, n_cells, n_genes)
+    else:
+        adata, _ = scelm.datasets.simulate_markers(n_cells, n_genes, n_types=8, random_state=0)
+        del adata.layers["counts"]
+        sc.pp.pca(adata, n_comps=50, random_state=0)
+        adata.write_h5ad(partial)
+    partial.replace(path)
     return path
 
 
