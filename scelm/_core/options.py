@@ -22,9 +22,10 @@ KNN_METHODS = get_args(KnnMethod)
 
 # Rankings' agreement is measured on the top-AGREEMENT_TOP genes (Jaccard index); a group
 # whose stability is below UNSTABLE gets a warning (and a red title in scelm.pl.rank_genes_elm).
-# Set from calibration data (benchmarks/bench_trust.py, 5 seeds, 26 groups of pbmc68k_reduced
-# and 2,000 and 10,000 simulated cells): the groups measured below 0.5 across seeds reported
-# 0.18 and 0.53, and no group measured at 0.5 or more reported below 0.56.
+# Set from calibration data (benchmarks/bench_trust.py, 3-5 seeds, 60 groups of
+# pbmc68k_reduced and simulations of 2,000 to 200,000 cells; docs/trust.md): every group
+# measured below 0.5 across seeds (7: 0.09-0.45) reported at most 0.54, and 2 of the 48
+# measured at 0.6 or more reported below 0.55.
 UNSTABLE = 0.55
 AGREEMENT_TOP = 10
 # A gene is in a group's confident top genes when a fit from another random_state is
