@@ -3,6 +3,7 @@
     python benchmarks/bench_trust.py [--data pbmc sim2000 sim10000 sim50000 sim50000x10 sim200000] [--seeds 5]
                                      [--configs default "n_models=1" "n_models=3,hidden=64-64"]
                                      [--json results/trust.json]
+    python benchmarks/bench_trust.py --pool results/*.json [--configs default]
 
 For pbmc68k_reduced (``bulk_labels``) and simulated data (``scelm.datasets.simulate_markers``,
 2,000 genes, 8 types; ``sim50000x10``: 10 types), every method embeds the same graph: pbmc68k_reduced's stored
@@ -28,6 +29,10 @@ to 50,000 cells and NNDescent above, built once and stored as ``uns['neighbors']
 (f) fit time (median over seeds) against ``sc.tl.umap``'s on the same graph;
 (g) each configuration's top-10 agreement with the first configuration's fits (other seeds).
 
+``--pool a.json b.json ...`` prints, instead, the per-group calibration of earlier runs pooled
+(of the first ``--configs``): the mean distance of reported stability from measured
+agreement, and the groups the warning caught, by measured agreement.
+
 A configuration ``fit_cells=N`` is the large-data recipe: fit on N random cells (on their own
 graph) and ``scelm.tl.transform`` every cell, then rank every cell.
 """
@@ -47,7 +52,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import print_table, trustworthiness  # noqa: E402
 
-from scelm._core.options import CONFIDENT  # noqa: E402
+from scelm._core.options import CONFIDENT, UNSTABLE  # noqa: E402
 
 warnings.filterwarnings("ignore")
 DE = ("t-test", "wilcoxon", "logreg")
@@ -224,18 +229,45 @@ def summarise(name: str, label: str, runs: list[dict], pcs: np.ndarray, umap_tim
     return row, calibration
 
 
-def main() -> None:
-    import scanpy as sc
+def warning_record(files: list[Path], label: str) -> None:
+    """Pool the per-group calibration of earlier runs (their ``--json``) for one
+    configuration: how far the reported stability is from the measured agreement, and which
+    groups the warning (reported below ``UNSTABLE``) caught, by measured agreement."""
     from scipy.stats import spearmanr
 
-    import scelm
+    pts = [c for f in files for c in json.loads(f.read_text())["calibration"] if c[0] == label and np.isfinite(c[3])]
+    if not pts:
+        raise SystemExit(f"no per-group calibration of configuration {label!r} in {[str(f) for f in files]}")
+    reported, measured = np.array([c[3] for c in pts]), np.array([c[4] for c in pts])
+    print_table([dict(
+        config=label, data_sets=len({c[1] for c in pts}), groups=len(pts),
+        mean_abs_reported_minus_measured=float(np.abs(reported - measured).mean()),
+        spearman=float(spearmanr(reported, measured).statistic),
+    )], "calibration pooled over groups")
+    bands = [(0.0, 0.5), (0.5, 0.6), (0.6, 1.01)]
+    print_table([dict(
+        measured=f"[{lo:.1f}, {min(hi, 1.0):.1f}{']' if hi > 1 else ')'}", groups=int(np.sum(inside := (measured >= lo) & (measured < hi))),
+        warned=int(np.sum(inside & (reported < UNSTABLE))),
+    ) for lo, hi in bands], f"the warning (reported stability below {UNSTABLE}) by measured agreement")
 
+
+def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--data", nargs="+", default=["pbmc", "sim2000", "sim10000", "sim50000"])
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--configs", nargs="+", default=["default"])
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--pool", type=Path, nargs="+", default=None, help="pool the calibration of these --json files")
     args = p.parse_args()
+    if args.pool:
+        warning_record(args.pool, args.configs[0])
+        return
+
+    import scanpy as sc
+    from scipy.stats import spearmanr
+
+    import scelm
+
     sc.settings.verbosity = 0
     warm, _ = load("pbmc")
     scelm.tl.parametric_umap(warm, n_epochs=5)

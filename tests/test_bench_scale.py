@@ -26,3 +26,17 @@ def test_lean_writer_gives_simulate_markers_cells(tmp_path, monkeypatch):
     pcs = lean.obsm["X_pca"]
     assert pcs.shape == (20_000, 50) and np.isfinite(pcs).all()
     assert np.var(pcs[:, 0]) > np.var(pcs[:, 10])
+
+
+def test_interrupted_simulation_leaves_no_cached_file(tmp_path, monkeypatch):
+    def interrupted(path, n_cells, n_genes):
+        Path(path).write_bytes(b"truncated")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(bench_scale, "LEAN_ABOVE", 10)
+    monkeypatch.setattr(bench_scale, "write_lean", interrupted)
+    try:
+        bench_scale.data_path(tmp_path, 20, 30)
+    except KeyboardInterrupt:
+        pass
+    assert not (tmp_path / "sim_20x30.h5ad").exists()  # the next run simulates again
