@@ -5,6 +5,7 @@ from pathlib import Path
 
 import anndata as ad
 import numpy as np
+import pytest
 
 import scelm
 
@@ -35,8 +36,6 @@ def test_interrupted_simulation_leaves_no_cached_file(tmp_path, monkeypatch):
 
     monkeypatch.setattr(bench_scale, "LEAN_ABOVE", 10)
     monkeypatch.setattr(bench_scale, "write_lean", interrupted)
-    try:
+    with pytest.raises(KeyboardInterrupt):
         bench_scale.data_path(tmp_path, 20, 30)
-    except KeyboardInterrupt:
-        pass
     assert not (tmp_path / "sim_20x30.h5ad").exists()  # the next run simulates again
