@@ -73,9 +73,10 @@ batch_key
 center
     Apply the front end to centred expression. ``False`` (default) keeps the reference
     ``x_ref = 0``: a gene a cell does not express contributes exactly zero to it. With
-    ``True``, contributions are relative to the mean cell. On a few thousand cells that
-    sit far from zero expression, ``True`` draws a more trustworthy map with genes as
-    stable across seeds; at 10,000 cells their stability fell (``docs/trust.md``).
+    ``True``, contributions are relative to the mean cell, and the map comes closer to
+    ``sc.tl.umap``'s with top genes that agree across seeds as well or better (at 50,000
+    simulated cells trustworthiness 0.930 against 0.912 and top-10 agreement 0.89 against
+    0.64; ``docs/trust.md``).
 {doc_input}
 store_jacobian
     Write ``layers['{{key_added}}_jacobian_{{k}}']`` (cells x genes, zeros for genes the

@@ -140,7 +140,7 @@ def test_closed_form_gradient_equals_autograd():
     assert rel_err(grad, y.grad) < 1e-10
     # At full batch the negatives' net push is removed: every force then sums to zero, so the map does not
     # drift, and what is removed is one shift common to every head (a translation of the map).
-    pairs.whole_map = True
+    pairs.remove_net_push = True
     _, centred = umap_loss_and_gradient(y, pairs, a=a, b=b, repulsion_strength=gamma)
     assert float(centred.sum(0).abs().max()) < 1e-12 < float(grad.sum(0).abs().max())
     assert rel_err(centred - grad, (centred - grad)[nh[0]].expand_as(grad) * (torch.bincount(nh, minlength=n) > 0)[:, None]) < 1e-10

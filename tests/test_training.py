@@ -102,7 +102,8 @@ def test_blocks_and_full_batch_share_one_objective(seed):
     share, are the full-batch gradient row for row, and their losses (cross-block edges
     counted half in each) add up to the full-batch loss. The negatives are uniform draws in
     both, so the objectives agree in expectation. Full batch then removes the negatives' net
-    push, a translation of the map (checked in test_encoder)."""
+    push, a translation of the map (checked in test_encoder), and blocks on centred input
+    their own, a shift common to the block."""
     z, edges = _graph(700, seed=seed)
     n = edges.n_nodes
     plan = plan_blocks(edges, 200, torch.Generator().manual_seed(seed), CPU)  # 4 blocks of 175
@@ -126,7 +127,7 @@ def test_blocks_and_full_batch_share_one_objective(seed):
     full_loss, full_grad = objective(y, full)
     block_loss, block_grad = torch.zeros(1, dtype=torch.float64), torch.zeros_like(y)
     for k in range(plan.n_blocks):
-        index = _step_index(plan, [k], 1, 5)
+        index = _step_index(plan, [k], 1, 5, False)
         pairs = index.pairs
         lo, hi = plan.bounds[k], plan.bounds[k + 1]
         pairs.weight = pairs.weight.double()
@@ -138,6 +139,10 @@ def test_blocks_and_full_batch_share_one_objective(seed):
         rows = index.flat_rows
         block_grad[rows] = grad[rows] * share
         block_loss += loss * share
+        # On centred input a block's net push is removed too: one shift common to its cells.
+        pairs.remove_net_push = True
+        shift = (objective(y, pairs)[1] - grad)[rows]
+        assert rel_err(shift, shift[:1].expand_as(shift)) < 1e-10 < float(shift.abs().max())
     assert rel_err(block_grad, full_grad) < 1e-10
     assert rel_err(block_loss, full_loss) < 1e-10
 
@@ -350,3 +355,22 @@ def test_final_weights_are_the_moving_average_of_the_steps():
     for p, e in zip(stack.parameters(), expected):
         torch.testing.assert_close(p.detach(), e)
     assert WeightAverage(stack, n_steps=2).decay == 0.0  # fewer steps than the rate: the last weights
+
+
+class _Captured(Exception):
+    pass
+
+
+@pytest.mark.parametrize("center", [False, True])
+def test_centred_fits_remove_each_blocks_net_push(sim, monkeypatch, center):
+    """``center=True`` tells training its input is centred, so every block loses its net push."""
+    seen = {}
+
+    def capture(stack, z, edges, config, **kw):
+        seen["config"] = config
+        raise _Captured
+
+    monkeypatch.setattr(train, "train_members", capture)
+    with pytest.raises(_Captured):
+        scelm.tl.parametric_umap(sim, center=center, train_batch_size=150, store_jacobian=False)
+    assert seen["config"].centred_input is center

@@ -9,7 +9,8 @@ ends of those pairs are read from a cache of the member's latest embedding of ev
 refreshed block by block. Each block cell gets every force full-batch training would give it
 (see :mod:`scelm._core.loss`), divided by the block's share of the cells: in expectation a
 step in blocks is the full-batch step restricted to the block, up to the translation of the
-whole map that full batch removes, so both optimise one objective. A member's final weights
+whole map that full batch removes (and, on centred input, of the block: see
+:mod:`scelm._core.loss`), so both optimise one objective. A member's final weights
 are the moving average of its weights over those steps (:class:`WeightAverage`).
 
 One block (``batch_size >= n``) is exact full-batch gradient descent. Several blocks cost
@@ -93,6 +94,7 @@ class TrainConfig:
     weight_decay: float = 0.0  # AdamW's decoupled decay during the UMAP phase
     layout_steps: int = 0  # Adam steps regressing the encoder onto the starting layout
     bfloat16: bool = False  # autocast the encoder's matmuls; distances and loss stay float32
+    centred_input: bool = False  # the encoder reads centred input: blocks lose their net push too
 
 
 @dataclass
@@ -386,14 +388,15 @@ def train_group(
     average = WeightAverage(stack, total_steps)
     history = torch.zeros(config.n_epochs, n_members, device=zt.device)
     # With one block every step reads the same indices: built once.
-    fixed = _step_index(plan, [0] * n_members, n_members, config.negative_sample_rate) if plan.n_blocks == 1 else None
+    remove_net_push = plan.n_blocks == 1 or config.centred_input
+    fixed = _step_index(plan, [0] * n_members, n_members, config.negative_sample_rate, remove_net_push) if plan.n_blocks == 1 else None
     for epoch in range(config.n_epochs):
         orders = torch.stack([torch.randperm(plan.n_blocks, generator=s.blocks) for s in streams], 1).tolist()
         for blocks in orders:  # one block per member
             if stop is not None and stop.is_set():
                 raise Stopped
             optimizer.zero_grad(set_to_none=True)
-            index = fixed or _step_index(plan, blocks, n_members, config.negative_sample_rate)
+            index = fixed or _step_index(plan, blocks, n_members, config.negative_sample_rate, remove_net_push)
             loss = _block_step(stack, zt, cache, index, config, streams)
             optimizer.step()
             average.update()
@@ -423,7 +426,7 @@ class _StepIndex:
     pairs: Pairs  # negatives' tails left to each step
 
 
-def _step_index(plan: BlockPlan, blocks: Sequence[int], n_members: int, rate: int) -> _StepIndex:
+def _step_index(plan: BlockPlan, blocks: Sequence[int], n_members: int, rate: int, remove_net_push: bool) -> _StepIndex:
     device, n = plan.degree.device, plan.degree.shape[0]
     lo = [plan.bounds[k] for k in blocks]
     size = [plan.bounds[k + 1] - plan.bounds[k] for k in blocks]
@@ -457,7 +460,7 @@ def _step_index(plan: BlockPlan, blocks: Sequence[int], n_members: int, rate: in
         head, tail, weight, neg_head, neg_head, negative_weight(torch.cat([plan.degree[h] for h in heads])),
         scale=plan.total_weight * torch.tensor(size, device=device, dtype=weight.dtype) / n, n_cells=n,
         negative_sample_rate=rate, edge_member=edge_member if n_members > 1 else None,
-        neg_member=neg_member if n_members > 1 else None, ends=ends, whole_map=plan.n_blocks == 1,
+        neg_member=neg_member if n_members > 1 else None, ends=ends, remove_net_push=remove_net_push,
     )
     return _StepIndex(rows, flat_rows, pad, heads, pairs)
 

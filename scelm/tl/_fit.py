@@ -91,6 +91,7 @@ def fit_embedding(adata: AnnData, p, dev, *, edges_of: Callable, objective, what
     config = TrainConfig(
         p.n_epochs, p.learning_rate, p.negative_sample_rate, objective, p.train_batch_size,
         weight_decay=p.weight_decay, layout_steps=LAYOUT_STEPS, bfloat16=p.precision == "bfloat16",
+        centred_input=p.center,
     )
     if p.n_models > 1:
         logg.info(f"    training {p.n_models} models on {what}; the map is their consensus")
