@@ -2,7 +2,7 @@
 integrated graph, with and without ``batch_key``.
 
     python benchmarks/bench_integration.py [--cells 10000 50000] [--graphs harmony bbknn] [--tsne]
-                                           [--batch-effect 0.5]
+                                           [--batch-effect 0.5] [--center]
 
 Data: ``scelm.datasets.simulate_markers`` with 2 batches (60 batch genes shifted by about
 ``--batch-effect`` on the log scale, each batch its own mix of types), 4 donors and two
@@ -27,6 +27,8 @@ graph and the starting layout come from). Measured:
   for a pseudobulk t-test over donors (per type, each donor's mean expression in each
   condition, Welch's t between the conditions' donor means);
 - fit_s: fit time (scelm: parametric_umap alone; umap: sc.tl.umap on the stored graph).
+
+With ``--center``, scelm also runs with ``center=True`` (with and without ``batch_key``).
 
 With ``--tsne``, also openTSNE (perplexity 30) on harmony's PCs against
 ``parametric_tsne(use_rep='X_pca_harmony')``, and ``parametric_tsne(neighbors_key=...)``
@@ -122,7 +124,7 @@ def pseudobulk_top(adata) -> dict[str, list[str]]:
     return out
 
 
-def run(n_cells: int, graph: str, batch_effect: float) -> list[dict]:
+def run(n_cells: int, graph: str, batch_effect: float, centers: list[bool]) -> list[dict]:
     import scanpy as sc
 
     import scelm
@@ -142,7 +144,9 @@ def run(n_cells: int, graph: str, batch_effect: float) -> list[dict]:
     rows.append(dict(method="sc.tl.umap", fit_s=time.perf_counter() - t0, Y=ad.obsm["X_umap"], elm=np.nan, response=np.nan,
                      response_expr=np.nan))
     rep = "X_pca_harmony" if graph == "harmony" else None
-    for label, kw in [("scelm", {}), ("scelm batch_key", {"batch_key": BATCH})]:
+    variants = [(f"scelm{', center=True' if c else ''}{' batch_key' if b else ''}", {"center": c, **({"batch_key": BATCH} if b else {})})
+                for c in centers for b in (False, True)]
+    for label, kw in variants:
         ad = adata.copy()
         t0 = time.perf_counter()
         scelm.tl.parametric_umap(ad, use_rep=rep, store_jacobian=False, **kw)
@@ -197,13 +201,15 @@ def main() -> None:
     p.add_argument("--graphs", nargs="*", default=["harmony", "bbknn"], help="none: only --tsne")
     p.add_argument("--tsne", action="store_true")
     p.add_argument("--batch-effect", type=float, default=0.5, help="log-scale shift of the batch genes")
+    p.add_argument("--center", action="store_true", help="also scelm with center=True (contributions relative to the mean cell)")
     args = p.parse_args()
     sc.settings.verbosity = 0
     rows = []
     for n in args.cells:
         for graph in args.graphs:
-            rows += run(n, graph, args.batch_effect)
-            print_table(rows[-3:], f"{n} cells, {graph} graph")
+            new = run(n, graph, args.batch_effect, [False, True] if args.center else [False])
+            print_table(new, f"{n} cells, {graph} graph")
+            rows += new
     if rows:
         print_table(rows, "integrated data: the same graph for every method")
     if args.tsne:
