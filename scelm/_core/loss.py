@@ -25,7 +25,7 @@ same common shift moves the block against the other cells. On uncentred input th
 follows it along the mean cell's direction, moving every cell alike, and removing it cost
 0.025 of trustworthiness at 10,000 cells; on centred input (``center=True``) the encoder
 cannot shift every cell alike, the push bends the map instead, and removing it in every
-block lifted trustworthiness from 0.872 to 0.884 (``sc.tl.umap`` 0.886; 3 seeds). So it is
+block lifted trustworthiness from 0.874 to 0.884 (``sc.tl.umap`` 0.886; 3 seeds). So it is
 removed at full batch and, on centred input, in every block (``Pairs.remove_net_push``).
 Each block cell otherwise gets the forces full-batch training gives it, and full batch and
 blocks optimise one objective up to translations (``scelm._core.train``).
