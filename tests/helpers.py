@@ -33,3 +33,23 @@ def logged_warnings(call) -> str:
         sc.settings.verbosity = verbosity
         sc.settings._root_logger.removeHandler(handler)
     return stream.getvalue()
+
+
+def model_reference(adata, var_names, key: str = "elm") -> np.ndarray:
+    """The fitted model's reference ``x_ref`` over ``var_names`` (zero for genes it does not read)."""
+    from scelm._model import StoredModel
+
+    model = StoredModel.from_adata(adata, key)
+    ref = np.zeros(len(var_names))
+    ref[var_names.get_indexer(model.genes)] = model.model.front_end.reference
+    return ref
+
+
+def scaled_about_reference(adata, factor: float, key: str = "elm"):
+    """``.raw`` expression moved to ``x_ref + factor * (x - x_ref)``: a positively homogeneous
+    model embeds it at ``factor`` times the cells' coordinates."""
+    import anndata as ad
+
+    X = adata.raw.X.toarray() if hasattr(adata.raw.X, "toarray") else np.asarray(adata.raw.X)
+    ref = model_reference(adata, adata.raw.var_names, key)
+    return ad.AnnData(ref + factor * (X - ref), var=adata.raw.var)

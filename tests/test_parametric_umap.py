@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import scanpy as sc
 import torch
-from helpers import FAST, rel_err
+from helpers import FAST, rel_err, scaled_about_reference
 from scipy import sparse
 
 import scelm
@@ -30,7 +30,7 @@ def _exact(adata, key="elm"):
         dict(use_raw=True),  # sparse log-normalised input, PCA front end (default)
         dict(use_raw=False),  # dense scaled input (negative values)
         dict(use_raw=True, n_pcs=None),  # genes fed directly
-        dict(use_raw=True, center=True),  # centred front end, x_ref = mean
+        dict(use_raw=True, center=False),  # uncentred front end, x_ref = 0
         dict(use_raw=True, activation="leaky_relu", n_components=3),
         dict(use_raw=True, activation="prelu"),
         dict(use_raw=True, precision="bfloat16"),  # trained under autocast, Jacobians float32
@@ -71,28 +71,33 @@ def test_jacobian_matches_autograd_in_gene_space(fitted_pbmc):
     assert np.all(J[:, :, mask] == 0)  # genes the model does not read
 
 
-def test_integrated_gradients_from_zero_equal_contributions(fitted_pbmc):
-    model = StoredModel.from_adata(fitted_pbmc, "elm")
-    assert np.all(model.model.front_end.reference == 0)
+@pytest.mark.parametrize("center", [True, False])
+def test_integrated_gradients_from_the_reference_equal_contributions(pbmc, center):
+    fitted = pbmc.copy()
+    scelm.tl.parametric_umap(fitted, **FAST, center=center)
+    model = StoredModel.from_adata(fitted, "elm")
+    ref = model.model.front_end.reference
+    assert np.any(ref != 0) if center else np.all(ref == 0)  # the mean cell, or zero
     enc = model.model.encoder().double()
     W = torch.as_tensor(model.model.front_end.loadings, dtype=torch.float64)
-    X = model.input_matrix(fitted_pbmc)[:].toarray()
-    C = scelm.get.contributions(fitted_pbmc)
-    pos = fitted_pbmc.raw.var_names.get_indexer(model.genes)
+    X = model.input_matrix(fitted)[:].toarray()
+    C = scelm.get.contributions(fitted)
+    pos = fitted.raw.var_names.get_indexer(model.genes)
+    x_ref = torch.as_tensor(ref, dtype=torch.float64)
     for i in [3, 123]:
-        x = torch.as_tensor(X[i], dtype=torch.float64)
+        dx = torch.as_tensor(X[i], dtype=torch.float64) - x_ref
         alphas = (torch.arange(64, dtype=torch.float64) + 0.5) / 64  # midpoint Riemann sum
-        path = (alphas[:, None] * x[None, :]).requires_grad_(True)
-        ig = np.zeros((model.n_components, len(x)))
+        path = (x_ref + alphas[:, None] * dx[None, :]).requires_grad_(True)  # from the reference to x
+        ig = np.zeros((model.n_components, len(dx)))
         for k in range(model.n_components):
-            (g,) = torch.autograd.grad(enc(path @ W)[:, k].sum(), path)
-            ig[k] = (g.mean(0) * x).numpy()
+            (g,) = torch.autograd.grad(enc((path - x_ref) @ W)[:, k].sum(), path)
+            ig[k] = (g.mean(0) * dx).numpy()
         np.testing.assert_allclose(C[i][:, pos], ig, rtol=1e-4, atol=1e-5 * np.abs(ig).max())
 
 
 def test_homogeneity_through_the_model(fitted_pbmc):
     query = fitted_pbmc.copy()
-    query.raw = ad.AnnData(fitted_pbmc.raw.X * 2.5, var=fitted_pbmc.raw.var)
+    query.raw = scaled_about_reference(fitted_pbmc, 2.5)  # x_ref + 2.5 (x - x_ref)
     scelm.tl.transform(query, fitted_pbmc, store_jacobian=False)
     np.testing.assert_allclose(query.obsm["X_elm"], 2.5 * fitted_pbmc.obsm["X_elm"], rtol=1e-4, atol=1e-4)
 

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import scanpy as sc
 import torch
-from helpers import logged_warnings
+from helpers import logged_warnings, model_reference
 
 import scelm
 from scelm._core.encoder import StackedEncoder
@@ -242,7 +242,8 @@ def ranked_pbmc():
 
 
 def _separation_removed(adata, genes, group, both):
-    """Brute force: zero the genes in a copy of the data, re-embed with tl.transform."""
+    """Brute force: set the genes to the model's reference in a copy of the data, re-embed
+    with tl.transform."""
     lab = adata.obs["bulk_labels"].astype(str).to_numpy()
     Y = adata.obsm["X_elm"].astype(np.float64)
     cg, cr = Y[lab == group].mean(0), Y[lab != group].mean(0)
@@ -250,7 +251,8 @@ def _separation_removed(adata, genes, group, both):
     query = adata.raw.to_adata()
     rows = (lab == group) | both
     X = query.X.toarray() if hasattr(query.X, "toarray") else query.X.copy()
-    X[np.ix_(rows, query.var_names.get_indexer(genes))] = 0.0
+    cols = query.var_names.get_indexer(genes)
+    X[np.ix_(rows, cols)] = model_reference(adata, query.var_names)[cols]
     query.X = X
     scelm.tl.transform(query, adata, store_jacobian=False, use_raw=False)
     Yp = query.obsm["X_elm"].astype(np.float64)
@@ -274,7 +276,7 @@ def test_deleting_every_gene_on_both_sides_removes_all_separation(ranked_pbmc):
     adata = ranked_pbmc.copy()
     n = len(adata.uns["rank_genes_elm"]["names"])  # every gene, read by the model or not
     scelm.tl.deletion_curve(adata, n_genes=n, groups="Dendritic")
-    # Every cell maps to f(0) = 0: no separation is left.
+    # Every cell maps to f(x_ref) = 0: no separation is left.
     np.testing.assert_allclose(adata.uns["rank_genes_elm_deletion"]["removed"].iloc[0, -1], 1.0, atol=1e-5)
 
 
@@ -335,7 +337,8 @@ def test_perturb_equals_re_embedding_and_touches_nothing_else(ranked_pbmc):
     assert list(res["obs_names"]) == list(adata.obs_names[lab == "CD19+ B"])
     query = adata.raw.to_adata()[lab == "CD19+ B"].copy()
     X = query.X.toarray()
-    X[:, query.var_names.get_indexer(["CD79A", "MS4A1"])] = 0.0
+    cols = query.var_names.get_indexer(["CD79A", "MS4A1"])
+    X[:, cols] = model_reference(adata, query.var_names)[cols]  # deleted: set to the mean cell
     query.X = X
     scelm.tl.transform(query, adata, store_jacobian=False, use_raw=False)
     np.testing.assert_allclose(res["embedding"], query.obsm["X_elm"], rtol=1e-5, atol=1e-5)

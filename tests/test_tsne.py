@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import scanpy as sc
 import torch
-from helpers import rel_err
+from helpers import rel_err, scaled_about_reference
 
 import scelm
 from scelm._core.graph import conditional_probabilities, edges_from_connectivities, joint_probabilities, perplexity_affinities
@@ -72,7 +72,7 @@ def test_tsne_model_is_exact_and_homogeneous(tsne_pbmc):
     assert params["method"] == "tsne" and params["perplexity"] == 30.0 and params["n_models"] == 2
     assert rel_err(scelm.get.contributions(tsne_pbmc, elm_key="elm_tsne").sum(-1), Y) < 1e-5
     query = tsne_pbmc.copy()
-    query.raw = sc.AnnData(tsne_pbmc.raw.X * 3.0, var=tsne_pbmc.raw.var)
+    query.raw = scaled_about_reference(tsne_pbmc, 3.0, key="elm_tsne")
     scelm.tl.transform(query, tsne_pbmc, elm_key="elm_tsne", store_jacobian=False)
     np.testing.assert_allclose(query.obsm["X_elm_tsne"], 3.0 * Y, rtol=1e-4, atol=1e-4 * np.abs(Y).max())
 

@@ -1,9 +1,10 @@
 """Linear front end: genes -> encoder input ``z = (x - x_ref) @ W``.
 
 ``W`` holds PC loadings (or the identity) divided by one positive scale, so the map stays
-linear and the chained Jacobian in gene space is ``J_z @ W.T``. By default ``x_ref = 0``:
-PC loadings are applied to *uncentred* expression, so a gene a cell does not express
-contributes exactly zero to it.
+linear and the chained Jacobian in gene space is ``J_z @ W.T``. The reference ``x_ref`` is
+the mean cell when the fit centres its input (``center=True``, the default): a gene then
+contributes its deviation from its mean. With ``x_ref = 0`` PC loadings are applied to
+*uncentred* expression, and a gene a cell does not express contributes exactly zero.
 """
 
 from __future__ import annotations

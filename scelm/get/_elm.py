@@ -100,10 +100,12 @@ def contributions(
     """Per-gene contributions ``J(x) * (x - x_ref)`` to each embedding coordinate.
 
     Over all genes they sum to the embedding exactly:
-    ``contributions(adata).sum(-1) == adata.obsm['X_elm']`` up to float32 rounding. With the
-    default front end ``x_ref = 0``, so a gene a cell does not express contributes zero.
-    For bias-free ReLU encoders this equals Integrated Gradients from a zero baseline and
-    DeepLIFT (rescale rule), computed exactly in one pass.
+    ``contributions(adata).sum(-1) == adata.obsm['X_elm']`` up to float32 rounding. The
+    reference ``x_ref`` is the mean training cell by default (``center=True``): a gene
+    contributes what its deviation from its mean moves the cell; with ``center=False``
+    ``x_ref = 0`` and a gene a cell does not express contributes zero. For bias-free ReLU
+    encoders this equals Integrated Gradients and DeepLIFT (rescale rule) from the
+    baseline ``x_ref``, computed exactly in one pass.
 
     Parameters
     ----------

@@ -102,7 +102,7 @@ def page_data(
     reference = torch.as_tensor(model.model.front_end.reference, dtype=torch.float32, device=device)[cand]
     for b in iter_batches(model.model, X, device=device, batch_size=batch_size):
         contributions[b.start : b.stop] = b.contributions().index_select(-1, cand).cpu().numpy()
-        # x - x_ref + x_ref: x itself with the default reference 0
+        # (x - x_ref) + x_ref: the cell's expression
         expression[b.start : b.stop] = (b.centred.index_select(-1, cand) + reference).cpu().numpy()
     genes = np.asarray(model.genes).astype(str)
     members = None

@@ -41,7 +41,7 @@ def parametric_tsne(
     use_rep: str | None = None,
     neighbors_key: str | None = None,
     batch_key: str | None = None,
-    center: bool = False,
+    center: bool = True,
     layer: str | None = None,
     use_raw: bool | None = None,
     mask_var: str | np.ndarray | None = None,

@@ -41,7 +41,7 @@ def parametric_umap(
     n_pcs: int | None = 50,
     use_rep: str | None = None,
     batch_key: str | None = None,
-    center: bool = False,
+    center: bool = True,
     layer: str | None = None,
     use_raw: bool | None = None,
     mask_var: str | np.ndarray | None = None,

@@ -34,7 +34,7 @@ def _inputs(model: StoredModel, adata: AnnData, cells: np.ndarray, genes: np.nda
 
 
 def _values(model: StoredModel, value: float | None) -> np.ndarray:
-    """What deleted genes are set to: the front end's reference (``x_ref``, zero by default),
+    """What deleted genes are set to: the front end's reference (``x_ref``, the mean cell by default),
     against which contributions are exact, or one given value."""
     if value is None:
         return model.model.front_end.reference
