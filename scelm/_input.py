@@ -104,7 +104,7 @@ def gene_mask(adata: AnnData, var_names: pd.Index, mask_var) -> np.ndarray:
 def warn_if_not_lognormalised(X, what: str) -> None:
     """Warn when the input looks like un-normalised counts (large non-negative integers) or
     scaled expression (negative values, as ``sc.pp.scale`` leaves): the encoder expects
-    log-normalised, unscaled expression, where a gene a cell lacks is zero."""
+    log-normalised, unscaled expression, whose contributions are in log-expression units."""
     data = X.data if sparse.issparse(X) else np.asarray(X)
     if not data.size:
         return
@@ -116,7 +116,8 @@ def warn_if_not_lognormalised(X, what: str) -> None:
     elif data.min() < 0:
         logg.warning(
             f"{what} has negative values (down to {data.min():.3g}): it looks scaled (sc.pp.scale) or centred. scelm "
-            "expects log-normalised, unscaled expression, so that a gene a cell does not express contributes zero; pass "
+            "expects log-normalised, unscaled expression, so that contributions are in log-expression units (scaling "
+            "gives every gene unit variance, so barely expressed genes weigh as much as markers); pass "
             "use_raw=True (where .raw holds it) or layer= with log-normalised expression."
         )
 

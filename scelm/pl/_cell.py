@@ -25,7 +25,9 @@ def cell(
 ):
     """Waterfall per embedding axis, from 0 to the cell's coordinate through its largest
     contributions; the remaining genes are summed as "other genes", so the bars visibly add
-    up to the coordinate (marked by the dashed line).
+    up to the coordinate (marked by the dashed line). 0 is where the model's reference sits
+    (the mean cell by default), so each bar is how far a gene's deviation from its reference
+    value moves the cell along that axis.
 
     Parameters
     ----------
