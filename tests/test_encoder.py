@@ -7,7 +7,7 @@ from helpers import rel_err
 
 from scelm._core.alignment import procrustes_alignment
 from scelm._core.encoder import ACTIVATIONS, ConsensusEncoder, StackedEncoder
-from scelm._core.loss import Pairs, attraction, repulsion, umap_loss_and_gradient
+from scelm._core.loss import Pairs, attraction, umap_loss_and_gradient
 
 
 def _stack(activation, seed=0, n_members=3):
@@ -132,7 +132,8 @@ def test_closed_form_gradient_equals_autograd():
     a, b, gamma = 1.58, 0.9, 0.7
     d2 = (y[head] - y[tail]).pow(2).sum(1)
     nd2 = (y[nh] - y[nt].detach()).pow(2).sum(1)  # a negative moves its head only, as in umap-learn
-    ref = ((w * attraction(d2, a, b)).sum() + gamma * (nw * repulsion(nd2, a, b)).sum()) / w.sum()
+    # -log q and -log(1 - q), q = 1 / (1 + a d^2b), softened at d = 0 as umap-learn does
+    ref = ((w * torch.log1p(a * d2.pow(b))).sum() + gamma * (nw * torch.log1p(1 / (a * (nd2 + 1e-3).pow(b)))).sum()) / w.sum()
     ref.backward()
     pairs = Pairs(head, tail, w, nh, nt, nw, scale=w.sum().reshape(1), n_cells=n, negative_sample_rate=3)
     loss, grad = umap_loss_and_gradient(y, pairs, a=a, b=b, repulsion_strength=gamma)
@@ -149,5 +150,5 @@ def test_closed_form_gradient_equals_autograd():
 def test_umap_kernel_is_not_capped():
     """q = 1 / (1 + a d^2b) reaches 1 at d = 0 (the Keras form caps it at 0.5)."""
     d2 = torch.tensor([0.0, 1e-8])
-    q = torch.exp(-attraction(d2, 1.58, 0.9))
+    q = torch.exp(-attraction(d2.clamp_min(1e-12).pow(0.9), 1.58))
     assert float(q.min()) > 0.999

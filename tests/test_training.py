@@ -19,6 +19,7 @@ from scelm._core.loss import Pairs, UMAPObjective, find_ab_params, negative_weig
 from scelm._core.train import (
     AVERAGE_RATE,
     MemberStream,
+    StepIndexes,
     TrainConfig,
     WeightAverage,
     _other_cells,
@@ -169,6 +170,28 @@ def test_each_step_encodes_one_block_and_each_epoch_every_cell_once():
     with_grad = [r for r, grad in rows if grad]
     assert max(r for r, _ in rows) <= 250  # activations of one block only, cache included
     assert len(with_grad) == 3 * 4 and sum(with_grad) == 3 * 1000
+
+
+@pytest.mark.parametrize("centred", [False, True])
+def test_kept_step_indices_train_as_rebuilt_ones(monkeypatch, centred):
+    """Each block's step indices are built once and reused (one member per stack): the fit is
+    bit for bit the one that rebuilds them at every step, and every block's is kept once."""
+    z, edges = _graph(600)
+    plan = plan_blocks(edges, 200, torch.Generator().manual_seed(0), CPU)
+    zt = torch.as_tensor(z)[plan.order]
+    config = TrainConfig(4, 1e-2, 5, UMAPObjective(*AB), 200, centred_input=centred)
+    start = StackedEncoder.random(8, [16], 2, seeds=[3])
+    fits = []
+    for budget in (train.STEP_INDEX_BYTES, 0):
+        monkeypatch.setattr(train, "STEP_INDEX_BYTES", budget)
+        indexes = StepIndexes(plan, config)
+        stack = StackedEncoder.from_states(start.member_states(), "relu")
+        train_group(stack, zt, None, plan, config, streams=[MemberStream.of(5, CPU)], indexes=indexes)
+        fits.append((stack, sorted(indexes.kept)))
+    (kept, keys), (rebuilt, none) = fits
+    assert keys == [(k,) for k in range(plan.n_blocks)] and none == []
+    for a, b in zip(kept.parameters(), rebuilt.parameters()):
+        assert torch.equal(a, b)
 
 
 @pytest.mark.parametrize("batch_size", [200, 10_000])
