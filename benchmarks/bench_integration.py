@@ -3,6 +3,7 @@ integrated graph, with and without ``batch_key``.
 
     python benchmarks/bench_integration.py [--cells 10000 50000] [--graphs harmony bbknn] [--tsne]
                                            [--batch-effect 0.5] [--zero-reference]
+    python benchmarks/bench_integration.py --timing 3 [--cells 10000] [--graphs harmony]
 
 Data: ``scelm.datasets.simulate_markers`` with 2 batches (60 batch genes shifted by about
 ``--batch-effect`` on the log scale, each batch its own mix of types), 4 donors and two
@@ -27,6 +28,10 @@ graph and the starting layout come from). Measured:
   for a pseudobulk t-test over donors (per type, each donor's mean expression in each
   condition, Welch's t between the conditions' donor means);
 - fit_s: fit time (scelm: parametric_umap alone; umap: sc.tl.umap on the stored graph).
+
+With ``--timing N``, only the cost of ``batch_key``: N alternating rounds of the fit
+without and with it on each graph (``random_state`` = the round, after a warm-up fit),
+the medians and their ratio.
 
 With ``--zero-reference``, scelm also runs with ``center=False`` (contributions relative to
 zero expression instead of the mean cell; with and without ``batch_key``).
@@ -170,6 +175,25 @@ def run(n_cells: int, graph: str, batch_effect: float, centers: list[bool]) -> l
     return out
 
 
+def batch_key_timing(n_cells: int, graph: str, batch_effect: float, rounds: int) -> dict:
+    import scelm
+
+    adata = simulate(n_cells, batch_effect)
+    harmony_graph(adata) if graph == "harmony" else bbknn_graph(adata)
+    rep = "X_pca_harmony" if graph == "harmony" else None
+    scelm.tl.parametric_umap(adata[:500].copy(), use_rep=rep, n_epochs=5, neighbors_key=False)  # warm-up
+    times = {False: [], True: []}
+    for seed in range(rounds):
+        for with_key in (False, True):
+            ad = adata.copy()
+            t0 = time.perf_counter()
+            scelm.tl.parametric_umap(ad, use_rep=rep, store_jacobian=False, random_state=seed, **({"batch_key": BATCH} if with_key else {}))
+            times[with_key].append(time.perf_counter() - t0)
+    without, with_key = float(np.median(times[False])), float(np.median(times[True]))
+    return dict(cells=n_cells, graph=graph, rounds=rounds, fit_s=without, fit_s_batch_key=with_key, ratio=with_key / without,
+                ratios=" ".join(f"{b / a:.2f}" for a, b in zip(times[False], times[True])))
+
+
 def run_tsne(n_cells: int, batch_effect: float) -> list[dict]:
     import openTSNE
 
@@ -203,8 +227,13 @@ def main() -> None:
     p.add_argument("--tsne", action="store_true")
     p.add_argument("--batch-effect", type=float, default=0.5, help="log-scale shift of the batch genes")
     p.add_argument("--zero-reference", action="store_true", help="also scelm with center=False (contributions relative to zero expression)")
+    p.add_argument("--timing", type=int, default=0, help="only time the fit with and without batch_key, this many rounds")
     args = p.parse_args()
     sc.settings.verbosity = 0
+    if args.timing:
+        print_table([batch_key_timing(n, g, args.batch_effect, args.timing) for n in args.cells for g in args.graphs],
+                    "the fit without and with batch_key, same graph")
+        return
     rows = []
     for n in args.cells:
         for graph in args.graphs:

@@ -4,6 +4,7 @@
                                      [--configs default "n_models=1" "n_models=3,hidden=64-64"]
                                      [--json results/trust.json]
     python benchmarks/bench_trust.py --pool results/*.json [--configs default]
+    python benchmarks/bench_trust.py --timing 3 [--data ...]
 
 For pbmc68k_reduced (``bulk_labels``) and simulated data (``scelm.datasets.simulate_markers``,
 2,000 genes, 8 types; ``sim50000x10``: 10 types), every method embeds the same graph: pbmc68k_reduced's stored
@@ -32,6 +33,10 @@ to 50,000 cells and NNDescent above, built once and stored as ``uns['neighbors']
 ``--pool a.json b.json ...`` prints, instead, the per-group calibration of earlier runs pooled
 (of the first ``--configs``): the mean distance of reported stability from measured
 agreement, and the groups the warning caught, by measured agreement.
+
+``--timing N`` prints, instead, only the time: N rounds of ``sc.tl.umap`` then the default
+``parametric_umap`` (``random_state`` = the round), each on its own copy of the data, medians
+and their ratio (after the warm-up every run makes).
 
 A configuration ``fit_cells=N`` is the large-data recipe: fit on N random cells (on their own
 graph) and ``scelm.tl.transform`` every cell, then rank every cell.
@@ -189,6 +194,29 @@ def umap_runs(adata, seeds: int) -> tuple[float, list[np.ndarray]]:
     return float(np.median(times)), maps
 
 
+def timing_table(names: list[str], rounds: int) -> None:
+    """Median time of ``sc.tl.umap`` and of the default fit, in alternating rounds."""
+    import scanpy as sc
+
+    import scelm
+
+    rows = []
+    for name in names:
+        adata, _ = load(name)
+        times = {"umap": [], "fit": []}
+        for seed in range(rounds):
+            for method, run in (("umap", sc.tl.umap), ("fit", scelm.tl.parametric_umap)):
+                ad = adata.copy()
+                t0 = time.perf_counter()
+                run(ad, random_state=seed)
+                times[method].append(time.perf_counter() - t0)
+        umap_s, fit_s = float(np.median(times["umap"])), float(np.median(times["fit"]))
+        rows.append(dict(data=name, rounds=rounds, umap_s=umap_s, fit_s=fit_s, fit_vs_umap=fit_s / umap_s,
+                         fit_range=f"{min(times['fit']):.1f}-{max(times['fit']):.1f}"))
+        print_table(rows[-1:], f"{name}: time")
+    print_table(rows, f"default fit against sc.tl.umap, median of {rounds} rounds")
+
+
 def jackknife_se(pairs: list[tuple[int, int]], pair_jaccard: np.ndarray, n_seeds: int) -> float:
     """Jackknife standard error over the seeds of the mean of ``pair_jaccard`` ``(pairs,
     groups)`` (NaN below 3 seeds)."""
@@ -258,6 +286,7 @@ def main() -> None:
     p.add_argument("--configs", nargs="+", default=["default"])
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--pool", type=Path, nargs="+", default=None, help="pool the calibration of these --json files")
+    p.add_argument("--timing", type=int, default=0, help="only time the default fit against sc.tl.umap, this many rounds")
     args = p.parse_args()
     if args.pool:
         warning_record(args.pool, args.configs[0])
@@ -272,6 +301,9 @@ def main() -> None:
     warm, _ = load("pbmc")
     scelm.tl.parametric_umap(warm, n_epochs=5)
     sc.tl.umap(warm)
+    if args.timing:
+        timing_table(args.data, args.timing)
+        return
     rows, calibration = [], []
     for name in args.data:
         adata, groupby = load(name)

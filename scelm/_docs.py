@@ -30,7 +30,7 @@ learning_rate
     20,000 cells on, with ``center=False``, half of that (0.0025) trades some of the map
     for the genes: in simulations of 20,000 and 50,000 cells top-10 agreement across seeds
     rose from 0.65-0.72 to 0.76-0.84, trustworthiness fell by 0.006-0.014 (with the
-    default ``center=True`` the default rate already agrees at 0.85-0.92 there)."""
+    default ``center=True`` the default rate already agrees at 0.85-0.95 there)."""
 
 # Shared by the fits (parametric_umap, parametric_tsne): the members, their start and storage.
 doc_encoder = """\
