@@ -98,6 +98,8 @@ def parse_config(text: str) -> dict:
 
 
 def _number_or_text(value: str):
+    if value in ("True", "False"):  # a switch, never the truthy string
+        return value == "True"
     for kind in (int, float):
         try:
             return kind(value)

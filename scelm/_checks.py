@@ -32,6 +32,16 @@ def share(name: str, value) -> float:
     return value
 
 
+def flag(name: str, value, *, none_ok: bool = False) -> bool | None:
+    """True or False (numpy's bools too), or None where ``none_ok``: never a truthy string."""
+    if value is None and none_ok:
+        return None
+    if not isinstance(value, (bool, np.bool_)):
+        allowed = "None, True or False" if none_ok else "True or False"
+        raise TypeError(f"{name} must be {allowed}, got {value!r}.")
+    return bool(value)
+
+
 def one_of(name: str, value, options: Sequence[str]) -> str:
     if not isinstance(value, str) or value not in options:
         raise ValueError(f"{name} must be one of {tuple(options)}, got {value!r}.")

@@ -23,3 +23,10 @@ def test_warning_record_counts_warned_groups_by_measured_agreement(tmp_path, cap
     cells = [[c.strip() for c in line.strip("|").split("|")] for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
     assert cells[1][:3] == ["default", "2", "5"] and abs(float(cells[1][3]) - 0.9 / 5) < 1e-3  # mean |reported - measured|
     assert cells[3:] == [["[0.0, 0.5)", "2", "1"], ["[0.5, 0.6)", "1", "1"], ["[0.6, 1.0]", "2", "1"]]  # (measured, groups, warned)
+
+
+def test_configs_parse_switches_as_booleans():
+    assert bench_trust.parse_config("center=False") == {"center": False}
+    assert bench_trust.parse_config("n_models=3,hidden=64-64,learning_rate=0.005") == {
+        "n_models": 3, "hidden": (64, 64), "learning_rate": 0.005}
+    assert bench_trust.parse_config("default") == {}

@@ -145,6 +145,16 @@ def test_train_batch_size_changes_no_other_default(pbmc):
     assert pbmc.uns["elm"]["params"]["n_epochs"] == 300  # pbmc68k_reduced's default, full batch or not
 
 
+@pytest.mark.parametrize("fit", [scelm.tl.parametric_umap, scelm.tl.parametric_tsne])
+@pytest.mark.parametrize("argument", [{"center": "False"}, {"center": 0}, {"use_raw": "no"}])
+def test_switches_take_booleans_never_truthy_strings(pbmc, fit, argument):
+    """center='False' would otherwise fit with the mean cell as reference, silently."""
+    keys = set(pbmc.uns)
+    with pytest.raises(TypeError, match=next(iter(argument))):
+        fit(pbmc, n_epochs=2, **argument)
+    assert set(pbmc.uns) == keys
+
+
 def test_linear_members_without_hidden_layers(pbmc):
     scelm.tl.parametric_umap(pbmc, n_epochs=20, hidden=(), n_models=2)
     assert rel_err(scelm.get.contributions(pbmc).sum(-1), pbmc.obsm["X_elm"]) < 1e-5

@@ -165,6 +165,8 @@ class EncoderParams:
         a["knn"] = _checks.one_of("knn", "auto" if a["knn"] is None else a["knn"], KNN_METHODS)
         a["activation"] = _checks.one_of("activation", a["activation"], ACTIVATIONS)
         a["precision"] = _checks.one_of("precision", a["precision"], PRECISIONS)
+        a["center"] = _checks.flag("center", a["center"])
+        a["use_raw"] = _checks.flag("use_raw", a["use_raw"], none_ok=True)
         lr = a["learning_rate"]
         a["learning_rate"] = default_learning_rate(n_obs) if lr is None else _checks.number("learning_rate", lr)
         a["weight_decay"] = _checks.number("weight_decay", a["weight_decay"], strict=False)

@@ -8,7 +8,7 @@ from typing import Literal
 from anndata import AnnData
 from scanpy import logging as logg
 
-from .. import _keys
+from .. import _checks, _keys
 from .._core.blocks import BLOCK_ROWS
 from .._docs import doc_batch_device, doc_copy, doc_params
 from .._input import check_adata
@@ -69,8 +69,7 @@ def transform(
     model = StoredModel.from_adata(adata_ref, elm_key)
     dev = resolve_device(device)
     start = logg.info(f"embedding {adata.n_obs} cells with the model in uns[{elm_key!r}]")
-    if use_raw is not None and not isinstance(use_raw, bool):
-        raise TypeError(f"use_raw must be None, True or False, got {use_raw!r}.")
+    use_raw = _checks.flag("use_raw", use_raw, none_ok=True)
     X = model.input_matrix(adata, use_raw)
     if use_raw is not None:
         model.params["use_raw"] = use_raw  # the query's copy reads where it was told to
