@@ -16,6 +16,19 @@ def timer(out: dict, key: str):
     out[key] = time.perf_counter() - t0
 
 
+def alternating_rounds(adata, calls: dict, rounds: int) -> dict[str, list[float]]:
+    """Seconds of each ``calls[label](copy of adata, seed)``, all of them in every round
+    (``seed`` = the round), so that drifts in the machine's speed fall on each alike."""
+    times = {label: [] for label in calls}
+    for seed in range(rounds):
+        for label, call in calls.items():
+            ad = adata.copy()
+            t0 = time.perf_counter()
+            call(ad, seed)
+            times[label].append(time.perf_counter() - t0)
+    return times
+
+
 class PeakRSS:
     """Peak resident memory (GB) of this process while the block runs, sampled every 10 ms
     (``ru_maxrss`` cannot be reset, so it would include whatever ran before)."""

@@ -53,7 +53,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import knn_accuracy, print_table, trustworthiness  # noqa: E402
+from _common import alternating_rounds, knn_accuracy, print_table, trustworthiness  # noqa: E402
 
 warnings.filterwarnings("ignore")
 BATCH = "batch"
@@ -182,13 +182,11 @@ def batch_key_timing(n_cells: int, graph: str, batch_effect: float, rounds: int)
     harmony_graph(adata) if graph == "harmony" else bbknn_graph(adata)
     rep = "X_pca_harmony" if graph == "harmony" else None
     scelm.tl.parametric_umap(adata[:500].copy(), use_rep=rep, n_epochs=5, neighbors_key=False)  # warm-up
-    times = {False: [], True: []}
-    for seed in range(rounds):
-        for with_key in (False, True):
-            ad = adata.copy()
-            t0 = time.perf_counter()
-            scelm.tl.parametric_umap(ad, use_rep=rep, store_jacobian=False, random_state=seed, **({"batch_key": BATCH} if with_key else {}))
-            times[with_key].append(time.perf_counter() - t0)
+    times = alternating_rounds(adata, {
+        with_key: lambda ad, seed, with_key=with_key: scelm.tl.parametric_umap(
+            ad, use_rep=rep, store_jacobian=False, random_state=seed, **({"batch_key": BATCH} if with_key else {}))
+        for with_key in (False, True)
+    }, rounds)
     without, with_key = float(np.median(times[False])), float(np.median(times[True]))
     return dict(cells=n_cells, graph=graph, rounds=rounds, fit_s=without, fit_s_batch_key=with_key, ratio=with_key / without,
                 ratios=" ".join(f"{b / a:.2f}" for a, b in zip(times[False], times[True])))

@@ -55,7 +55,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import print_table, trustworthiness  # noqa: E402
+from _common import alternating_rounds, print_table, trustworthiness  # noqa: E402
 
 from scelm._core.options import CONFIDENT, UNSTABLE  # noqa: E402
 
@@ -205,13 +205,8 @@ def timing_table(names: list[str], rounds: int) -> None:
     rows = []
     for name in names:
         adata, _ = load(name)
-        times = {"umap": [], "fit": []}
-        for seed in range(rounds):
-            for method, run in (("umap", sc.tl.umap), ("fit", scelm.tl.parametric_umap)):
-                ad = adata.copy()
-                t0 = time.perf_counter()
-                run(ad, random_state=seed)
-                times[method].append(time.perf_counter() - t0)
+        times = alternating_rounds(adata, {"umap": lambda ad, seed: sc.tl.umap(ad, random_state=seed),
+                                           "fit": lambda ad, seed: scelm.tl.parametric_umap(ad, random_state=seed)}, rounds)
         umap_s, fit_s = float(np.median(times["umap"])), float(np.median(times["fit"]))
         rows.append(dict(data=name, rounds=rounds, umap_s=umap_s, fit_s=fit_s, fit_vs_umap=fit_s / umap_s,
                          fit_range=f"{min(times['fit']):.1f}-{max(times['fit']):.1f}"))
