@@ -481,15 +481,18 @@ def _step_index(plan: BlockPlan, blocks: Sequence[int], n_members: int, rate: in
         head, tail = head.long(), tail.long()  # index_add_ with int32 indices is 10x slower on CPU
         if n_members > 1:
             head, tail = head * n_members + m, tail * n_members + m
-        edges.append((head, tail, weight, ends, torch.full(head.shape, m, device=device)))
-    head, tail, weight, ends, edge_member = (torch.cat(p) for p in zip(*edges))
+        edges.append((head, tail, weight, ends))
+    head, tail, weight, ends = (torch.cat(p) for p in zip(*edges))
     neg_head = torch.cat([h * n_members + m for m, h in enumerate(heads)])
-    neg_member = torch.cat([torch.full(h.shape, m, device=device) for m, h in enumerate(heads)])
+    edge_member = neg_member = None  # one member: no ids to sum by
+    if n_members > 1:
+        edge_member = torch.repeat_interleave(member, torch.tensor([len(e[0]) for e in edges], device=device))
+        neg_member = torch.repeat_interleave(member, torch.tensor([len(h) for h in heads], device=device))
     pairs = Pairs(
         head, tail, weight, neg_head, neg_head, negative_weight(torch.cat([plan.degree[h] for h in heads])),
         scale=plan.total_weight * torch.tensor(size, device=device, dtype=weight.dtype) / n, n_cells=n,
-        negative_sample_rate=rate, edge_member=edge_member if n_members > 1 else None,
-        neg_member=neg_member if n_members > 1 else None, ends=ends, remove_net_push=remove_net_push,
+        negative_sample_rate=rate, edge_member=edge_member, neg_member=neg_member, ends=ends,
+        remove_net_push=remove_net_push,
     )
     return _StepIndex(rows, flat_rows, pad, heads, pairs)
 
