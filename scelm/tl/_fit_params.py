@@ -14,14 +14,14 @@ from anndata import AnnData
 from .. import _checks
 from .._core.options import ACTIVATIONS, INITS, KNN_METHODS, PRECISIONS
 
-# Ensemble members by default, and their width. Measured with benchmarks/bench_trust.py,
-# 5 seeds (top-10 agreement of rank_genes_elm across seeds; docs/trust.md): members of
-# width 64 are as stable as members of width 128 and cost a third, and the agreement grows
-# with the number of members: on pbmc68k_reduced 0.50 (1 member of width 128), 0.66 (5 of
-# 128), 0.75 (10 of 64), 0.83 (20 of 64); on 2,000 simulated cells 0.64, 0.77, 0.82, 0.88;
-# on 10,000, 0.52, 0.67, 0.75 (4 of 64), 0.71 (8 of 64: no better than 4 within the noise
-# of 5 seeds, at 1.6x the time), 0.90 (20 of 64). Each member costs about half a one-model
-# fit on 2 cores: above full batch, 4 members keep the fit within 2x sc.tl.umap's time.
+# Ensemble members by default, and their width. Measured with benchmarks/bench_trust.py
+# (top-10 agreement of rank_genes_elm across seeds; docs/trust.md): members of width 64 are
+# as stable as members of width 128 and cost a third, and the agreement grows with the
+# members, as the time does (3 seeds, mean-cell reference): pbmc68k_reduced 0.78 (10
+# members), 0.86 (20, 1.6x the time); 10,000 simulated cells 0.83 (4), 0.94 (10, 2.3x),
+# 0.96 (20, 4.6x); 50,000 cells 0.89 (4), 0.91 (10, 2.3x). Each member costs about half a
+# one-model fit on 2 cores: above full batch, 4 members keep the fit within 2.6-3.4x
+# sc.tl.umap's time from 10,000 to 50,000 cells.
 DEFAULT_HIDDEN = (64, 64)
 DEFAULT_NEIGHBORS = 15
 MEMBERS_BY_SIZE = ((4096, 10),)  # (up to n_obs cells, members); above: MEMBERS_ABOVE
