@@ -3,7 +3,7 @@
     python benchmarks/bench_scale.py [--sizes 1000 10000 50000 100000 200000] [--n-genes 2000]
                                      [--device cpu|cuda] [--timeout 1800]
     python benchmarks/bench_scale.py --memory --sizes 100000 [--repeats 3]
-    python benchmarks/bench_scale.py --atlas --sizes 500000 1000000 [--fit-cells 100000] [--umap]
+    python benchmarks/bench_scale.py --atlas --sizes 500000 1000000 [--fit-cells 100000] [--umap] [--seeds 2]
 
 Data: ``scelm.datasets.simulate_markers`` (8 types), log-normalised sparse X, written once
 per size to ``--workdir`` with scanpy's 50 PCs. Each (size, method) runs in a fresh
@@ -25,7 +25,10 @@ Atlas: ``--atlas`` runs, at each size (sparse X; above 200,000 cells written blo
 X_pca fitted on 100,000 cells), the defaults' fit + ``rank_genes_elm`` +
 ``deletion_curve(n_genes=10)`` on every cell, timed and peaked by stage, then the recipe:
 fit on ``--fit-cells`` random cells, ``transform`` every cell, rank every cell, with the
-top-10 agreement of its ranking with the every-cell fit's; ``--umap`` adds umap-learn.
+top-10 agreement of its ranking with the every-cell fit's; ``--umap`` adds umap-learn;
+``--seeds N`` adds every-cell fits (+ ranking) from ``random_state`` 1 to N-1, each with
+its top-10 agreement with the first (``random_state=0``): the seed-to-seed agreement the
+recipe's is compared with.
 """
 
 from __future__ import annotations
@@ -255,6 +258,26 @@ def recipe(path: str, device: str, n_fit: int) -> dict:
     return out
 
 
+def seed_fit(path: str, device: str, seed: int) -> dict:
+    """The defaults' fit + ranking of every cell from ``random_state=seed``, in this (fresh)
+    process: time, trustworthiness and each group's top 10."""
+    import anndata as ad
+    import scanpy as sc
+
+    import scelm
+
+    sc.settings.verbosity = 0
+    adata = ad.read_h5ad(path)
+    out = {}
+    with timer(out, "fit_s"):
+        scelm.tl.parametric_umap(adata, random_state=seed, device=device)
+    with timer(out, "ranking_s"):
+        scelm.tl.rank_genes_elm(adata, "cell_type", device=device)
+    out.update(fit_rank_s=out["fit_s"] + out["ranking_s"], trustworthiness=trustworthiness(adata.obsm["X_pca"], adata.obsm["X_elm"]),
+               top10={g: list(adata.uns["rank_genes_elm"]["names"][g][:10]) for g in adata.obs["cell_type"].cat.categories})
+    return out
+
+
 def top10_agreement(a: dict, b: dict) -> float:
     """Mean Jaccard index of two rankings' top 10 genes, over groups."""
     return float(np.mean([len(set(a[g]) & set(b[g])) / len(set(a[g]) | set(b[g])) for g in a]))
@@ -271,19 +294,23 @@ def atlas_table(args) -> None:
         part = run_isolated([sys.executable, __file__, "--recipe", path, str(args.fit_cells), "--device", args.device],
                             args.timeout, f"{n}/recipe")
         umap = run_isolated([sys.executable, __file__, "--one", path, "umap-learn"], args.timeout, f"{n}/umap") if args.umap else None
-        for label, r in (("every cell", full), (f"fit {args.fit_cells:,}, transform", part)):
+        seeds = [(f"every cell, random_state={seed}",
+                  run_isolated([sys.executable, __file__, "--seed-fit", path, str(seed), "--device", args.device],
+                               args.timeout, f"{n}/seed {seed}")) for seed in range(1, args.seeds)]
+        for label, r in (("every cell", full), (f"fit {args.fit_cells:,}, transform", part), *seeds):
             if r is None or r.get("stopped"):
                 rows.append(dict(cells=n, run=label, total_s="stopped" if r else "failed"))
                 continue
+            is_full = r is full
             r = dict(cells=n, run=label, **r)
-            if full and not full.get("stopped") and r is not full:
+            if full and not full.get("stopped") and not is_full:
                 r["top10_agreement_with_every_cell"] = top10_agreement(r["top10"], full["top10"])
             if umap and not umap.get("stopped"):
                 r.update(umap_learn_s=umap["total_s"], umap_learn_trust=umap["trustworthiness"])
             rows.append({k: v for k, v in r.items() if k != "top10"})
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     cols = ["cells", "run", "read_s", "front end_s", "graph_s", "training_s", "outputs_s", "ranking_s", "fit_rank_s",
-            "subsample_fit_s", "transform_s", "total_s", "deletion_s", "umap_learn_s", "trustworthiness",
+            "subsample_fit_s", "transform_s", "fit_s", "total_s", "deletion_s", "umap_learn_s", "trustworthiness",
             "umap_learn_trust", "top10_agreement_with_every_cell", "fit_rank_peak_rss_over_X", "tools_peak_rss_over_X",
             "peak_rss_over_X", "X_gb"]
     print_table([{c: r.get(c, "") for c in cols} for r in rows],
@@ -338,6 +365,8 @@ def main() -> None:
     p.add_argument("--fit-cells", type=int, default=100_000, help="--atlas: cells the recipe fits on")
     p.add_argument("--umap", action="store_true", help="--atlas: umap-learn beside it")
     p.add_argument("--recipe", nargs=2, metavar=("PATH", "FIT_CELLS"))
+    p.add_argument("--seeds", type=int, default=1, help="--atlas: every-cell fits from random_state 0 to seeds-1")
+    p.add_argument("--seed-fit", nargs=2, metavar=("PATH", "SEED"))
     p.add_argument("--json", default=None)
     args = p.parse_args()
     if args.one:
@@ -348,6 +377,9 @@ def main() -> None:
         return
     if args.recipe:
         print(json.dumps(recipe(args.recipe[0], args.device, int(args.recipe[1]))))
+        return
+    if args.seed_fit:
+        print(json.dumps(seed_fit(args.seed_fit[0], args.device, int(args.seed_fit[1]))))
         return
     args.workdir.mkdir(parents=True, exist_ok=True)
     if args.memory:
