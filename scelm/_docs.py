@@ -25,12 +25,12 @@ train_batch_size
 learning_rate
     Adam's learning rate, linearly decayed to zero. ``None``: 0.01 up to 10,240 cells,
     then lower in proportion to the default blocks per epoch, 0.005 from 20,000 cells on,
-    so that a large fit moves its weights no further than a 10,000-cell fit (more stable
-    rankings across seeds, trustworthiness within 0.01; see ``docs/trust.md``). From
-    20,000 cells on, with ``center=False``, half of that (0.0025) trades some of the map
-    for the genes: in simulations of 20,000 and 50,000 cells top-10 agreement across seeds
-    rose from 0.65-0.72 to 0.76-0.84, trustworthiness fell by 0.006-0.014 (with the
-    default ``center=True`` the default rate already agrees at 0.85-0.95 there)."""
+    so that a large fit moves its weights no further than a 10,000-cell fit (at 50,000
+    simulated cells the map closest to ``sc.tl.umap``'s, with rankings as stable as twice
+    or half the rate; see ``docs/trust.md``). With ``center=False``, whose rankings vary
+    more with the seed, half of that (0.0025) from 20,000 cells on trades some of the map
+    for the genes: at 50,000 cells top-10 agreement across seeds rose from 0.65 to 0.84,
+    trustworthiness fell by 0.014."""
 
 # Shared by the fits (parametric_umap, parametric_tsne): the members, their start and storage.
 doc_encoder = """\

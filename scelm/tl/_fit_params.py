@@ -54,10 +54,12 @@ def default_learning_rate(n_obs: int) -> float:
     # Where the weights settle depends more on the seed the further they travel, which grows
     # with the learning rate times the optimizer steps. A 10,000-cell fit takes 2,000 steps
     # (10 blocks an epoch, 200 epochs); from 20,000 cells on the default blocks double that.
-    # Scaling the rate down to keep the 10,000-cell fit's product lifted top-10 agreement
-    # across seeds (bench_trust.py, 3 seeds; docs/trust.md) from 0.61 to 0.69 at 20,000
-    # simulated cells, 0.48 to 0.64 at 50,000 and 0.22 to 0.44 at 200,000 (2 seeds), with
-    # trustworthiness within 0.007. A function of n_obs alone, like default_epochs.
+    # Scaling the rate down to keep the 10,000-cell fit's product (bench_trust.py, 3 seeds;
+    # docs/trust.md): with center=False it lifted top-10 agreement across seeds from 0.48 to
+    # 0.64 at 50,000 simulated cells and 0.22 to 0.44 at 200,000; with the mean cell as the
+    # reference 0.01, 0.005 and 0.0025 agree alike at 50,000 cells (0.89-0.91) and 0.005
+    # draws the map closest to sc.tl.umap's (trustworthiness 0.930 against 0.925, 0.924).
+    # A function of n_obs alone, like default_epochs.
     from .._core.train import default_batch_size
 
     blocks = math.ceil(n_obs / default_batch_size(n_obs))
