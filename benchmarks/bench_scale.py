@@ -228,7 +228,7 @@ def stage_peaks(path: str, layout: str, device: str, tools: list[str]) -> dict:
                tools_peak_rss_over_X=max([mem.peaks.get(s, 0) for s in tools] or [0]) / x_gb,
                fit_rank_s=sum(mem.seconds.get(s, 0.0) for s in ["start", *FIT_STAGES]),
                trustworthiness=trustworthiness(adata.obsm["X_pca"], adata.obsm["X_elm"]),
-               top10={g: list(adata.uns["rank_genes_elm"]["names"][g][:10]) for g in adata.obs["cell_type"].cat.categories},
+               top10=top10_genes(adata),
                layers_gb=sum(v.nbytes for k, v in adata.layers.items() if "jacobian" in k) / 2**30)
     return out
 
@@ -254,7 +254,7 @@ def recipe(path: str, device: str, n_fit: int) -> dict:
             scelm.tl.rank_genes_elm(adata, "cell_type", device=device)
     out.update(fit_cells=n_fit, X_gb=x_bytes(adata.X) / 2**30, peak_rss_over_X=mem.peak * 2**30 / x_bytes(adata.X),
                total_s=sum(out.values()), trustworthiness=trustworthiness(adata.obsm["X_pca"], adata.obsm["X_elm"]),
-               top10={g: list(adata.uns["rank_genes_elm"]["names"][g][:10]) for g in adata.obs["cell_type"].cat.categories})
+               top10=top10_genes(adata))
     return out
 
 
@@ -274,8 +274,13 @@ def seed_fit(path: str, device: str, seed: int) -> dict:
     with timer(out, "ranking_s"):
         scelm.tl.rank_genes_elm(adata, "cell_type", device=device)
     out.update(fit_rank_s=out["fit_s"] + out["ranking_s"], trustworthiness=trustworthiness(adata.obsm["X_pca"], adata.obsm["X_elm"]),
-               top10={g: list(adata.uns["rank_genes_elm"]["names"][g][:10]) for g in adata.obs["cell_type"].cat.categories})
+               top10=top10_genes(adata))
     return out
+
+
+def top10_genes(adata) -> dict:
+    """Each cell type's top 10 genes in ``uns['rank_genes_elm']``."""
+    return {g: list(adata.uns["rank_genes_elm"]["names"][g][:10]) for g in adata.obs["cell_type"].cat.categories}
 
 
 def top10_agreement(a: dict, b: dict) -> float:
