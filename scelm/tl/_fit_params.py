@@ -20,7 +20,7 @@ from .._core.options import ACTIVATIONS, INITS, KNN_METHODS, PRECISIONS
 # members, as the time does (3 seeds, mean-cell reference): pbmc68k_reduced 0.78 (10
 # members), 0.86 (20, 1.6x the time); 10,000 simulated cells 0.83 (4), 0.94 (10, 2.3x),
 # 0.96 (20, 4.6x); 50,000 cells 0.89 (4), 0.91 (10, 2.3x). Each member costs about half a
-# one-model fit on 2 cores: above full batch, 4 members keep the fit within 2.1-5.0x
+# one-model fit on 2 cores: above full batch, 4 members keep the fit within 2.1-3.4x
 # sc.tl.umap's time from 10,000 to 200,000 cells (docs/benchmarks.md).
 DEFAULT_HIDDEN = (64, 64)
 DEFAULT_NEIGHBORS = 15
