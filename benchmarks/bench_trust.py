@@ -135,11 +135,11 @@ def exactness(adata, groupby: str, elm_key: str = "elm", rank_key: str = "rank_g
     return float(err)
 
 
-def de_rankings(adata, groupby: str) -> None:
-    """scanpy's DE on the genes the model reads, from the matrix it reads."""
+def de_rankings(adata, groupby: str, elm_key: str = "elm") -> None:
+    """scanpy's DE on the genes the model ``elm_key`` reads, from the matrix it reads."""
     import scanpy as sc
 
-    genes = np.asarray(adata.uns["elm"]["var_names"]).astype(str)
+    genes = np.asarray(adata.uns[elm_key]["var_names"]).astype(str)
     src = adata.raw.to_adata() if adata.raw is not None else adata
     sub = src[:, genes].copy()
     sub.obs = adata.obs
@@ -148,10 +148,10 @@ def de_rankings(adata, groupby: str) -> None:
         adata.uns[method] = sub.uns[method]
 
 
-def deletion_at_10(adata, key: str) -> float:
+def deletion_at_10(adata, key: str, elm_key: str = "elm") -> float:
     import scelm
 
-    scelm.tl.deletion_curve(adata, key, n_genes=10, protocol="both", key_added="d")
+    scelm.tl.deletion_curve(adata, key, elm_key=elm_key, n_genes=10, protocol="both", key_added="d")
     return float(adata.uns["d"]["removed"]["10"].mean())
 
 

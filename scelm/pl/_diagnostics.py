@@ -134,7 +134,8 @@ def fidelity(
     if _keys.FIDELITY not in entry or "basis" not in entry.get("params", {}):
         raise KeyError(f"No explain_embedding result in adata.uns[{elm_key!r}]; run scelm.tl.explain_embedding first.")
     Y = np.asarray(adata.obsm[entry["params"]["basis"]])[:, :2]
-    F = np.asarray(adata.obsm[_keys.embedding_key(elm_key)])[:, :2]
+    # The fitted map in the map's own frame (a centred fit stores it translated).
+    F = (np.asarray(adata.obsm[_keys.embedding_key(elm_key)]) + np.asarray(entry["params"].get("offset", 0.0)))[:, :2]
     held = np.asarray(adata.obs[_keys.held_out_key(elm_key)], dtype=bool)
     fid = entry[_keys.FIDELITY]
     fig, axes = panels(3, ncols=3, panel_size=(4.2, 4.0))

@@ -86,6 +86,7 @@ def explain_embedding(
     learning_rate: float = 1e-2,
     max_steps: int = 4000,
     n_pcs: int | None = 50,
+    center: bool = True,
     layer: str | None = None,
     use_raw: bool | None = None,
     mask_var: str | np.ndarray | None = None,
@@ -98,8 +99,8 @@ def explain_embedding(
     """Explain a map you already have: fit an exact, interpretable encoder to it.
 
     ``parametric_umap`` learns a *new* map. This fits the same kind of encoder (bias-free
-    linear layers and ReLU-type activations on PC loadings of uncentred expression) by
-    regression to an existing 2-D or 3-D embedding, e.g. the ``sc.tl.umap`` map your
+    linear layers and ReLU-type activations on PC loadings of expression) by regression to
+    an existing 2-D or 3-D embedding, e.g. the ``sc.tl.umap`` map your
     clusters were annotated on, so that every scelm tool explains *that* map: exact
     contributions (:func:`scelm.get.contributions`), :func:`scelm.tl.rank_genes_elm`,
     :func:`scelm.tl.perturb`, :func:`scelm.tl.deletion_curve` and the plots, all with
@@ -131,6 +132,17 @@ def explain_embedding(
         has not improved for 8 checks (every 50 steps); the best weights are kept.
     n_pcs
         PC loadings of the front end (``None``: genes directly).
+    center
+        Explain relative to the mean cell (``True``, default): contributions are measured
+        from the mean training cell, as in :func:`scelm.tl.parametric_umap`. A bias-free
+        encoder maps its reference to the origin, so the fitted map is your map translated
+        to put its centroid at the origin (the translation is stored as
+        ``params['offset']``; fidelity is measured after adding it back). On simulated
+        UMAP and t-SNE maps of 10,000 and 50,000 cells its rankings agree across seeds at
+        0.89-0.93 against 0.51-0.83 with ``False`` and explain the map as well as DE's top
+        genes (deletion 0.98-1.01x against 0.27-0.88x), for a held-out R² up to 0.010
+        lower; on pbmc68k_reduced the two are alike (``docs/explain.md``). ``False``
+        explains relative to zero expression and fits your map untranslated.
     {doc_input}
     store_jacobian
         Jacobian layers, as in :func:`scelm.tl.parametric_umap`.
@@ -141,7 +153,8 @@ def explain_embedding(
 
     Returns
     -------
-    ``None`` or a copy. Sets ``obsm['X_{{key_added}}']`` (the fitted map), the model in
+    ``None`` or a copy. Sets ``obsm['X_{{key_added}}']`` (the fitted map, minus
+    ``params['offset']``: the sum of every cell's contributions), the model in
     ``uns['{{key_added}}']`` (as :func:`scelm.tl.parametric_umap` writes it) with
     ``uns['{{key_added}}']['fidelity']``: ``r2_train``, ``r2_held_out``,
     ``knn_overlap_train``, ``knn_overlap_held_out`` (share of each cell's 15 nearest
@@ -158,7 +171,7 @@ def explain_embedding(
     activation, held_out = _checks.one_of("activation", activation, ACTIVATIONS), _checks.share("held_out", held_out)
     learning_rate, weight_decay = _checks.number("learning_rate", learning_rate), _checks.number("weight_decay", weight_decay, strict=False)
     n_models, max_steps = _checks.positive_int("n_models", n_models), _checks.positive_int("max_steps", max_steps)
-    hidden = list(_checks.widths("hidden", hidden))
+    hidden, center = list(_checks.widths("hidden", hidden)), _checks.flag("center", center)
     if groupby is not None and groupby not in adata.obs:
         raise KeyError(f"groupby={groupby!r} is not a column of adata.obs.")
     dev = resolve_device(device)
@@ -167,15 +180,19 @@ def explain_embedding(
     jacobian_storage(genes, store_jacobian, None)
     held = np.zeros(adata.n_obs, dtype=bool)
     held[np.random.default_rng(random_state).permutation(adata.n_obs)[: max(1, int(round(held_out * adata.n_obs)))]] = True
+    # A bias-free encoder maps its reference to the origin: with the mean cell as the
+    # reference it fits the map translated so that the map's centroid is the origin.
+    offset = Y.mean(0) if center else np.zeros(Y.shape[1])
     model = _fit_to_map(
-        X, genes, Y, held, n_pcs=n_pcs, hidden=hidden, activation=activation, n_models=n_models, max_steps=max_steps,
-        learning_rate=learning_rate, weight_decay=weight_decay, random_state=random_state, device=dev,
+        X, genes, Y - offset, held, n_pcs=n_pcs, center=center, hidden=hidden, activation=activation, n_models=n_models,
+        max_steps=max_steps, learning_rate=learning_rate, weight_decay=weight_decay, random_state=random_state, device=dev,
     )
+    model.params.update(offset=offset)
     model.params.update(basis=key, layer=layer, use_raw=use_raw, held_out=float(held_out))
     target = adata.copy() if copy else adata
     fitted, J, stored = compute_outputs(model, X, target.var_names, store_jacobian=store_jacobian, jacobian_genes=None,
                                         device=dev, batch_size=chunk_size)
-    fidelity = _fidelity(Y, fitted.astype(np.float64), held, None if groupby is None else adata.obs[groupby])
+    fidelity = _fidelity(Y, fitted.astype(np.float64) + offset, held, None if groupby is None else adata.obs[groupby])
     write_outputs(target, key_added, model, fitted, J, stored)
     target.uns[key_added][_keys.FIDELITY] = fidelity
     target.obs[_keys.held_out_key(key_added)] = held
@@ -195,7 +212,7 @@ def _report(fidelity: dict, key: str, key_added: str, start) -> None:
 
 
 def _fit_to_map(
-    X, genes, Y: np.ndarray, held: np.ndarray, *, n_pcs, hidden, activation, n_models, max_steps, learning_rate, weight_decay,
+    X, genes, Y: np.ndarray, held: np.ndarray, *, n_pcs, center: bool, hidden, activation, n_models, max_steps, learning_rate, weight_decay,
     random_state: int, device,
 ) -> StoredModel:
     """Front end and an ensemble regressed onto ``Y`` on the cells not ``held`` out, with
@@ -207,7 +224,7 @@ def _fit_to_map(
     from .._core.model import ELMModel
     from .._core.train import FULL_BATCH_MAX, fit_to_layout
 
-    front_end = fit_front_end(X, n_pcs=n_pcs, center=False)
+    front_end = fit_front_end(X, n_pcs=n_pcs, center=center)
     z = torch.as_tensor(front_end.project(X), dtype=torch.float32, device=device)
     target = torch.as_tensor(Y, dtype=torch.float32, device=device)
     fit, val = torch.as_tensor(~held, device=device), torch.as_tensor(held, device=device)
@@ -219,7 +236,7 @@ def _fit_to_map(
     )
     params = dict(
         method="explain_embedding", n_components=Y.shape[1], hidden=np.asarray(hidden, dtype=np.int64), activation=activation,
-        n_pcs=front_end.n_in, center=False, n_models=n_models, weight_decay=float(weight_decay),
+        n_pcs=front_end.n_in, center=center, n_models=n_models, weight_decay=float(weight_decay),
         learning_rate=float(learning_rate), steps=int(len(checks) * 50), random_state=int(random_state),
         member_seeds=np.asarray(seeds), device=str(device),
     )

@@ -172,7 +172,7 @@ def deletion_curve(
     adata: AnnData,
     key: str = _keys.DEFAULT_RANK_KEY,
     *,
-    elm_key: str = _keys.DEFAULT_KEY,
+    elm_key: str | None = None,
     protocol: Protocol = "both",
     n_genes: int = 50,
     groups: str | Sequence[str] | None = None,
@@ -202,7 +202,9 @@ def deletion_curve(
         ``uns`` key of the ranking to score (its ``params['groupby']`` and
         ``params['reference']`` define the groups).
     elm_key
-        ``key_added`` of the fitted model whose map is explained.
+        ``key_added`` of the fitted model whose map is explained; default the model the
+        ranking was computed on (its ``params['elm_key']``), else ``'elm'`` (for rankings
+        from :func:`scanpy.tl.rank_genes_groups`).
     protocol
         ``'both'`` (default): delete the genes in the group's cells and in its reference's,
         which is the experiment the ``separation`` score predicts (the default of
@@ -241,6 +243,8 @@ def deletion_curve(
     chunk_size = _checks.positive_int("chunk_size", chunk_size)
     ranking, wanted = _ranked_groups(adata, key, groups)
     groupby, reference = ranking["params"]["groupby"], str(ranking["params"].get("reference", "rest"))
+    if elm_key is None:
+        elm_key = str(ranking["params"].get("elm_key", _keys.DEFAULT_KEY))
     model = StoredModel.from_adata(adata, elm_key)
     values, rng = _values(model, value), np.random.default_rng(random_state)
     dev, gene_pos = resolve_device(device), pd.Index(model.genes)
