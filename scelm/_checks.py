@@ -14,6 +14,24 @@ def positive_int(name: str, value, minimum: int = 1) -> int:
     return int(value)
 
 
+def seed(name: str, value, *, none_ok: bool = False) -> int | None:
+    """A non-negative int seed from what scanpy's ``random_state`` takes: an int, ``None``
+    (where ``none_ok``; the caller draws a fresh seed), or a numpy ``RandomState`` or
+    ``Generator``, from which one seed is drawn (advancing it, as scanpy's tools do)."""
+    if value is None and none_ok:
+        return None
+    if isinstance(value, np.random.RandomState):
+        return int(value.randint(2**31 - 1))
+    if isinstance(value, np.random.Generator):
+        return int(value.integers(2**31 - 1))
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        allowed = "an int, None" if none_ok else "an int"
+        raise TypeError(f"{name} must be {allowed} or a numpy RandomState or Generator, got {type(value).__name__}.")
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value!r}.")
+    return int(value)
+
+
 def number(name: str, value, *, minimum: float = 0.0, strict: bool = True) -> float:
     """A finite real number above ``minimum`` (or at it, when not ``strict``)."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):

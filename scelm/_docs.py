@@ -109,8 +109,10 @@ precision
     float32). Weights, the embedding and the Jacobians are float32 either way, so the
     exact decomposition is unaffected.
 random_state
-    Seed for initialisation and negative sampling; CPU runs are reproducible on the
-    same machine and torch thread count."""
+    Seed of the starting weights, the block order and the negative samples: an int, a
+    numpy ``RandomState`` or ``Generator`` (one seed is drawn from it), or ``None`` (a
+    fresh seed; the one used is stored in ``params``). The same seed gives the same map on
+    any number of CPU threads; float arithmetic differs between CPU models and GPUs."""
 
 doc_elm_key = """\
 elm_key

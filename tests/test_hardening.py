@@ -247,3 +247,41 @@ def test_gene_space_sums_equal_input_space_sums(fitted_pbmc, monkeypatch):
     for g in fitted_pbmc.uns["input_space"]["names"].dtype.names:
         np.testing.assert_array_equal(fitted_pbmc.uns["gene_space"]["names"][g], fitted_pbmc.uns["input_space"]["names"][g])
         assert rel_err(fitted_pbmc.uns["gene_space"]["scores"][g], fitted_pbmc.uns["input_space"]["scores"][g]) < 1e-6
+
+
+@pytest.mark.parametrize(
+    ("value", "exc"), [("0", TypeError), (True, TypeError), (1.5, TypeError), (-1, ValueError)]
+)
+def test_random_state_refused_clearly(pbmc, value, exc):
+    snap = _snapshot(pbmc)
+    with pytest.raises(exc, match="random_state"):
+        scelm.tl.parametric_umap(pbmc, **FAST, random_state=value)
+    _unchanged(pbmc, snap)
+
+
+def test_random_state_takes_scanpys_random_objects(pbmc):
+    """An int, a RandomState or a Generator (scanpy's AnyRandom): one seed is drawn from a
+    random object and stored, and the stored seed draws the same map again."""
+    a, b = pbmc.copy(), pbmc.copy()
+    scelm.tl.parametric_umap(a, **FAST, random_state=np.random.RandomState(3))
+    seed = a.uns["elm"]["params"]["random_state"]
+    assert seed == np.random.RandomState(3).randint(2**31 - 1)
+    scelm.tl.parametric_umap(b, **FAST, random_state=seed)
+    np.testing.assert_array_equal(a.obsm["X_elm"], b.obsm["X_elm"])
+    scelm.tl.parametric_umap(b, **FAST, random_state=np.random.default_rng(3))
+    assert b.uns["elm"]["params"]["random_state"] == np.random.default_rng(3).integers(2**31 - 1)
+
+
+def test_chunk_size_refused_clearly(fitted_pbmc):
+    adata = fitted_pbmc
+    calls = [
+        lambda: scelm.get.contributions(adata, chunk_size=0),
+        lambda: scelm.get.jacobian(adata, chunk_size=-5),
+        lambda: scelm.tl.rank_genes_elm(adata, "bulk_labels", chunk_size=0),
+        lambda: scelm.tl.transform(adata[:20].copy(), adata, chunk_size=0),
+        lambda: scelm.tl.explain_embedding(adata, "umap", chunk_size=0),
+        lambda: scelm.tl.deletion_curve(adata, random_state="a"),
+    ]
+    for call in calls:
+        with pytest.raises((ValueError, TypeError), match="chunk_size|random_state"):
+            call()

@@ -2,9 +2,11 @@
 
 import io
 
+import anndata as ad
 import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 import pytest
 import scanpy as sc
 
@@ -190,3 +192,16 @@ def test_single_panel_plots_draw_into_given_axes(ranked):
         assert plot(ranked, groups=["CD19+ B"], ax=ax, show=False) is ax
         assert len(fig.axes) == 1 and (ax.has_data() or ax.texts)
         plt.close(fig)
+
+
+@pytest.mark.parametrize("n", [5, 25, 40])
+def test_default_group_colours_are_scanpys(n):
+    """Categories without stored colours get the ones scanpy's own plots would store."""
+    from scelm.pl._utils import group_colors
+
+    labels = pd.Categorical([f"c{i}" for i in range(n)] * 2)
+    adata = ad.AnnData(np.zeros((2 * n, 2), dtype=np.float32), obs=pd.DataFrame({"g": labels}, index=[str(i) for i in range(2 * n)]))
+    adata.obsm["X_umap"] = np.random.default_rng(0).normal(size=(2 * n, 2))
+    _, ours = group_colors(adata, "g")
+    sc.pl.umap(adata, color="g", show=False)
+    assert list(ours.values()) == list(adata.uns["g_colors"])

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from .. import _keys
+from .. import _checks, _keys
 from .._core.blocks import BLOCK_ROWS
 from .._docs import doc_batch_device, doc_elm_key, doc_params
 from .._input import check_adata
@@ -39,6 +39,7 @@ def _stream(adata, elm_key, genes, *, contributions: bool, lazy: bool, device, b
     from .._core.device import resolve_device
 
     check_adata(adata)
+    batch_size = _checks.positive_int("chunk_size", batch_size)
     model = StoredModel.from_adata(adata, elm_key)
     names, pos = _gene_axis(adata, model, genes)
     X = model.input_matrix(adata)

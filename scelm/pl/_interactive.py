@@ -232,6 +232,7 @@ def interactive(
     check_adata(adata)
     n_genes, n_selection_genes = _checks.positive_int("n_genes", n_genes), _checks.positive_int("n_selection_genes", n_selection_genes)
     _checks.one_of("gene_values", gene_values, GENE_VALUES)
+    chunk_size = _checks.positive_int("chunk_size", chunk_size)
     budget = _checks.number("selection_budget_mb", selection_budget_mb) * 2**20
     confidence_budget = _checks.number("confidence_budget_mb", confidence_budget_mb, strict=False) * 2**20
     model = StoredModel.from_adata(adata, elm_key)

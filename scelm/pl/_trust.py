@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from .. import _keys
+from .. import _checks, _keys
 from .._docs import doc_params
 from ._utils import doc_show, embedding_coords, finish, group_colors, panels
 
@@ -66,7 +66,7 @@ def perturbation(
             m = np.asarray(labels == cat)
             a.scatter(Y[m, 0], Y[m, 1], s=6, color=colors[cat], alpha=0.4, linewidths=0, label=cat, rasterized=True)
         a.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, fontsize=8, markerscale=2)
-    shown = np.random.default_rng(random_state).permutation(len(cells))[:max_arrows]
+    shown = np.random.default_rng(_checks.seed("random_state", random_state)).permutation(len(cells))[:max_arrows]
     a.quiver(start[shown, 0], start[shown, 1], move[shown, 0], move[shown, 1], angles="xy", scale_units="xy",
              scale=1, width=0.002, color="k", alpha=0.5)
     c = start.mean(0)

@@ -93,18 +93,27 @@ def embedding_coords(adata: AnnData, basis: str) -> np.ndarray:
     return Y
 
 
-def group_colors(adata: AnnData, groupby: str) -> tuple[pd.Categorical, dict[str, str]]:
-    """Labels and scanpy's colours for them (``uns[groupby + '_colors']`` or its palette)."""
-    from scanpy.plotting._utils import _set_default_colors_for_categorical_obs
+def default_colors(n: int) -> list[str]:
+    """The colours scanpy gives ``n`` categories that have none stored: matplotlib's colour
+    cycle when it has enough, else scanpy's public palettes of 20, 28 and 102, else grey."""
+    from matplotlib import rcParams
+    from matplotlib.colors import to_hex
+    from scanpy.plotting import palettes
 
+    for palette in (rcParams["axes.prop_cycle"].by_key()["color"], palettes.default_20, palettes.default_28, palettes.default_102):
+        if len(palette) >= n:
+            return [to_hex(c) for c in palette[:n]]
+    return ["#808080"] * n
+
+
+def group_colors(adata: AnnData, groupby: str) -> tuple[pd.Categorical, dict[str, str]]:
+    """Labels and scanpy's colours for them (``uns[groupby + '_colors']`` or its default)."""
     if groupby not in adata.obs.columns:
         raise KeyError(f"groupby={groupby!r} is not a column of adata.obs.")
     labels = pd.Categorical(adata.obs[groupby].astype("category"))
     colors = adata.uns.get(f"{groupby}_colors")
     if colors is None or len(colors) < len(labels.categories):
-        tmp = AnnData(obs=pd.DataFrame({groupby: labels}, index=adata.obs_names))
-        _set_default_colors_for_categorical_obs(tmp, groupby)
-        colors = tmp.uns[f"{groupby}_colors"]
+        colors = default_colors(len(labels.categories))
     return labels, dict(zip(labels.categories, colors))
 
 

@@ -91,7 +91,7 @@ def explain_embedding(
     use_raw: bool | None = None,
     mask_var: str | np.ndarray | None = None,
     store_jacobian: bool | str = "auto",
-    random_state: int = 0,
+    random_state: int | np.random.RandomState | np.random.Generator = 0,
     device: str = "auto",
     chunk_size: int = BLOCK_ROWS,
     copy: bool = False,
@@ -147,7 +147,8 @@ def explain_embedding(
     store_jacobian
         Jacobian layers, as in :func:`scelm.tl.parametric_umap`.
     random_state
-        Seed of the split, the initial weights and the minibatches.
+        Seed of the split, the initial weights and the minibatches (an int, or a numpy
+        ``RandomState`` or ``Generator`` to draw one from).
     {doc_batch_device}
     {doc_copy}
 
@@ -172,6 +173,7 @@ def explain_embedding(
     learning_rate, weight_decay = _checks.number("learning_rate", learning_rate), _checks.number("weight_decay", weight_decay, strict=False)
     n_models, max_steps = _checks.positive_int("n_models", n_models), _checks.positive_int("max_steps", max_steps)
     hidden, center = list(_checks.widths("hidden", hidden)), _checks.flag("center", center)
+    random_state, chunk_size = _checks.seed("random_state", random_state), _checks.positive_int("chunk_size", chunk_size)
     if groupby is not None and groupby not in adata.obs:
         raise KeyError(f"groupby={groupby!r} is not a column of adata.obs.")
     dev = resolve_device(device)

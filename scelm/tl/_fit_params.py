@@ -182,8 +182,8 @@ class EncoderParams:
         a["n_epochs"] = cls.default_epochs(n_obs, a["init"]) if a["n_epochs"] is None else _checks.positive_int("n_epochs", a["n_epochs"])
         a["n_models"] = _check_members(a["n_models"], a["init"], n_obs)
         a["batch_key"] = _check_batch_key(adata, a["batch_key"])
-        seed = a["random_state"]
-        a["random_state"] = int(np.random.SeedSequence(seed).generate_state(1)[0]) if seed is None else int(seed)
+        seed = _checks.seed("random_state", a["random_state"], none_ok=True)
+        a["random_state"] = int(np.random.SeedSequence().generate_state(1)[0]) if seed is None else seed
         return cls(**cls.check_own(adata, a))
 
     @staticmethod

@@ -240,7 +240,7 @@ def deletion_curve(
     check_adata(adata)
     protocol = _checks.one_of("protocol", protocol, PROTOCOLS)
     n_genes, max_cells = _checks.positive_int("n_genes", n_genes), _checks.positive_int("max_cells", max_cells)
-    chunk_size = _checks.positive_int("chunk_size", chunk_size)
+    chunk_size, random_state = _checks.positive_int("chunk_size", chunk_size), _checks.seed("random_state", random_state)
     ranking, wanted = _ranked_groups(adata, key, groups)
     groupby, reference = ranking["params"]["groupby"], str(ranking["params"].get("reference", "rest"))
     if elm_key is None:

@@ -9,7 +9,7 @@ import pandas as pd
 from anndata import AnnData
 from scanpy import logging as logg
 
-from .. import _keys
+from .. import _checks, _keys
 from .._core.blocks import BLOCK_ROWS, GeneColumns
 from .._core.options import AGREEMENT_TOP, CONFIDENT, CORR_METHODS, DIRECTION_MIN, SCORES, TESTS, UNSTABLE, UNTESTED, CorrMethod, Score
 from .._docs import doc_batch_device, doc_copy, doc_params
@@ -166,6 +166,7 @@ def rank_genes_elm(
         raise ValueError(f"score must be one of {SCORES}, got {score!r}.")
     if corr_method not in CORR_METHODS:
         raise ValueError(f"corr_method must be one of {CORR_METHODS}, got {corr_method!r}.")
+    chunk_size = _checks.positive_int("chunk_size", chunk_size)
     ranking = _ELMRanking(adata, groupby, groups, reference, elm_key, within)
     start = logg.info(f"ranking genes with the ELM ({score}, consensus of {ranking.model.n_members} model(s))")
     ranking.compute(device=resolve_device(device), batch_size=chunk_size)

@@ -70,6 +70,7 @@ def transform(
     dev = resolve_device(device)
     start = logg.info(f"embedding {adata.n_obs} cells with the model in uns[{elm_key!r}]")
     use_raw = _checks.flag("use_raw", use_raw, none_ok=True)
+    chunk_size = _checks.positive_int("chunk_size", chunk_size)
     X = model.input_matrix(adata, use_raw)
     if use_raw is not None:
         model.params["use_raw"] = use_raw  # the query's copy reads where it was told to
