@@ -8,6 +8,7 @@ import scanpy as sc
 from helpers import FAST, rel_err
 
 import scelm
+from scelm._core.options import DIRECTION_MIN, UNSTABLE
 
 
 def _knn_accuracy(Y, labels, k=15):
@@ -145,15 +146,21 @@ def test_condition_shift_within_each_type_is_explained_exactly(conditions):
         shift = np.linalg.norm(Y[in_type & stim].mean(0) - Y[in_type & ~stim].mean(0))
         assert abs(res["scores"][t].astype(np.float64).sum() - shift) < 1e-5 * np.abs(Y).max()
         assert abs(float(res["centroid_distance"][t][0]) - shift) < 1e-5 * np.abs(Y).max()
-    # the simulated response genes of each type lead its shift (measured: mean recall@10 0.88-0.97)
+    # The simulated response genes of each type lead its shift, by the separation and by the
+    # expression part of the shift, wherever the ranking is not flagged. A type the map hardly
+    # moves has no direction to rank along and is flagged (measured, random_state 0-2: mean
+    # recall@10 0.88-0.97 on one CPU model; 0.78-0.97 on another, where every unflagged type
+    # had 1.0 and the two types below 0.6, at 0.125-0.5, moved 0.02-0.07 with direction
+    # agreement 0.02-0.09).
     truth = adata.uns["simulation"]["response"]
-    recall = [len(set(res["names"][t][:10]) & set(truth[t])) / len(truth[t]) for t in res["names"].dtype.names]
-    assert np.mean(recall) > 0.6
-    # ranked by the expression part of the shift (measured: 0.91-0.97)
     scelm.tl.rank_genes_elm(adata, "condition", groups="stim", reference="ctrl", within="cell_type", score="expression",
                             key_added="shift_expression")
-    expr = adata.uns["shift_expression"]
-    assert np.mean([len(set(expr["names"][t][:10]) & set(truth[t])) / len(truth[t]) for t in expr["names"].dtype.names]) > 0.8
+    for r in (res, adata.uns["shift_expression"]):
+        recall = {t: len(set(r["names"][t][:10]) & set(truth[t])) / len(truth[t]) for t in r["names"].dtype.names}
+        assert np.mean(list(recall.values())) > 0.6
+        flagged = {t for t in recall if r["stability"][t][0] < UNSTABLE or r["direction_agreement"][t][0] < DIRECTION_MIN}
+        assert all(recall[t] >= 0.75 for t in recall if t not in flagged), (recall, flagged)
+        assert all(t in flagged for t in recall if recall[t] < 0.6), (recall, flagged)
     # scanpy's reader, the deletion curve and the plot take it
     df = sc.get.rank_genes_groups_df(adata, group="type0", key="shift")
     assert len(df) == adata.n_vars
