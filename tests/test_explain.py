@@ -4,7 +4,7 @@ import matplotlib
 import numpy as np
 import pytest
 import scanpy as sc
-from helpers import model_reference
+from helpers import logged_warnings, model_reference
 
 import scelm
 from scelm.tl._explain import r2
@@ -122,3 +122,10 @@ def test_held_out_cells_influence_nothing(center):
     np.testing.assert_array_equal(adata.obs["b_held_out"].to_numpy(), held)
     np.testing.assert_array_equal(adata.obsm["X_a"], adata.obsm["X_b"])
     assert adata.uns["b"]["fidelity"]["r2_held_out"] < adata.uns["a"]["fidelity"]["r2_held_out"]
+
+
+def test_unstable_warning_names_the_call_to_refit(explained, monkeypatch):
+    """More members steady an explained map's ranking: the warning says which call takes them."""
+    monkeypatch.setattr("scelm.tl._rank_genes_elm.UNSTABLE", 1.01)  # every group reads unstable
+    log = logged_warnings(lambda: scelm.tl.rank_genes_elm(explained.copy(), "bulk_labels", elm_key="elm_umap"))
+    assert "explain_embedding(n_models=...)" in log and "parametric_umap(n_models" not in log

@@ -157,9 +157,9 @@ def explain_embedding(
         to put the centroid of the cells not held out at the origin (the translation is
         stored as ``params['offset']``; fidelity is measured after adding it back). On simulated
         UMAP and t-SNE maps of 10,000 and 50,000 cells its rankings agree across seeds at
-        0.89-0.93 against 0.51-0.83 with ``False`` and explain the map as well as DE's top
-        genes (deletion 0.98-1.01x against 0.27-0.88x), for a held-out R² up to 0.010
-        lower; on pbmc68k_reduced the two are alike (``docs/explain.md``). ``False``
+        0.90-0.95 against 0.58-0.79 with ``False`` and explain the map as well as DE's top
+        genes (deletion 0.99-1.01x against 0.40-0.91x), for a held-out R² up to 0.011
+        lower; on pbmc68k_reduced neither is steadier (``docs/explain.md``). ``False``
         explains relative to zero expression and fits your map untranslated.
     {doc_input}
     store_jacobian

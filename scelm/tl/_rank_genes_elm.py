@@ -179,6 +179,8 @@ def rank_genes_elm(
 
 COLUMNS = ("names", "scores", "logfoldchanges", "pvals", "pvals_adj", "lower_in_group", "scores_se", "rank_sd", "top_frequency")
 SUMMARIES = ("centroid_distance", "direction_agreement", "member_agreement", "stability", "n_confident")
+# The call that fitted a model (by its params['method']), which more members would steady.
+REFIT = {"explain_embedding": "explain_embedding", "tsne": "parametric_tsne"}
 
 
 class _ELMRanking:
@@ -320,14 +322,15 @@ class _ELMRanking:
             result[name] = _recarray({g: np.array([summary[name]], dtype=np.float32) for g, (_, summary) in per_group.items()})
         if small := [g for g, (_, summary) in per_group.items() if summary["small"]]:
             logg.warning(f"groups {small} (or their reference) have fewer than 2 cells: p-values set to 1.")
+        refit = REFIT.get(self.model.params.get("method"), "parametric_umap")
         if unstable := [g for g, (_, summary) in per_group.items() if summary["stability"] < UNSTABLE]:
             logg.warning(
                 f"The top {AGREEMENT_TOP} genes of {unstable} are unstable: a fit with another random_state is expected "
                 f"to share fewer than {UNSTABLE:.0%} of them (stability, Jaccard index). Read their order with care, or fit "
-                "more models (parametric_umap(n_models=...)); per-gene rank spread: uns[key_added]['rank_sd']."
+                f"more models ({refit}(n_models=...)); per-gene rank spread: uns[key_added]['rank_sd']."
             )
         if ill_defined := [g for g, (_, summary) in per_group.items() if summary["direction_agreement"] < DIRECTION_MIN]:
-            remedy = ("Read them with care, or fit more models (parametric_umap(n_models=...))." if self.within is not None
+            remedy = (f"Read them with care, or fit more models ({refit}(n_models=...))." if self.within is not None
                       else "Rank them against one neighbouring group (reference=) instead.")
             logg.warning(
                 f"The models disagree on which side of their reference {ill_defined} sit in the map (direction_agreement "
