@@ -155,12 +155,12 @@ def explain_embedding(
         from the mean training cell, as in :func:`scelm.tl.parametric_umap`. A bias-free
         encoder maps its reference to the origin, so the fitted map is your map translated
         to put the centroid of the cells not held out at the origin (the translation is
-        stored as ``params['offset']``; fidelity is measured after adding it back). On simulated
-        UMAP and t-SNE maps of 10,000 and 50,000 cells its rankings agree across seeds at
-        0.90-0.95 against 0.58-0.79 with ``False`` and explain the map as well as DE's top
-        genes (deletion 0.99-1.01x against 0.40-0.91x), for a held-out R² up to 0.011
-        lower; on pbmc68k_reduced neither is steadier (``docs/explain.md``). ``False``
-        explains relative to zero expression and fits your map untranslated.
+        stored as ``params['offset']``; fidelity is measured after adding it back). On
+        simulated UMAP and t-SNE maps of 10,000 and 50,000 cells its rankings agree across
+        seeds at 0.90-0.95 against 0.58-0.79 with ``False`` and explain the map as well as
+        DE's top genes (deletion 0.99-1.01x against 0.40-0.91x), for a held-out R² up to
+        0.011 lower; on pbmc68k_reduced neither is steadier (``docs/explain.md``).
+        ``False`` explains relative to zero expression and fits your map untranslated.
     {doc_input}
     store_jacobian
         Jacobian layers, as in :func:`scelm.tl.parametric_umap`.
@@ -207,8 +207,7 @@ def explain_embedding(
         X, genes, Y - offset, held, stop, n_pcs=n_pcs, center=center, hidden=hidden, activation=activation, n_models=n_models,
         max_steps=max_steps, learning_rate=learning_rate, weight_decay=weight_decay, random_state=random_state, device=dev,
     )
-    model.params.update(offset=offset)
-    model.params.update(basis=key, layer=layer, use_raw=use_raw, held_out=float(held_out))
+    model.params.update(basis=key, layer=layer, use_raw=use_raw, held_out=float(held_out), offset=offset)
     target = adata.copy() if copy else adata
     fitted, J, stored = compute_outputs(model, X, target.var_names, store_jacobian=store_jacobian, jacobian_genes=None,
                                         device=dev, batch_size=chunk_size)

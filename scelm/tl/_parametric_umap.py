@@ -49,7 +49,7 @@ def parametric_umap(
     jacobian_genes: Sequence[str] | None = None,
     n_models: int | None = None,
     precision: Precision = "float32",
-    random_state: int | None = 0,
+    random_state: int | np.random.RandomState | np.random.Generator | None = 0,
     device: str = "auto",
     chunk_size: int = BLOCK_ROWS,
     key_added: str = _keys.DEFAULT_KEY,
