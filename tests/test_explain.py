@@ -55,8 +55,9 @@ def test_explanations_are_exact_and_every_tool_reads_them(explained, tmp_path):
 @pytest.mark.parametrize("center", [True, False])
 def test_reference_and_translation(center):
     """Centred: the mean cell is the reference, embedded at the origin, and the fitted map is
-    the map translated by the centroid of the cells not held out; zero: no translation. Fidelity is measured in the
-    map's own frame, and the contributions sum to the stored (translated) map."""
+    the map translated by the centroid of the cells not held out; zero: no translation.
+    Fidelity is measured in the map's own frame, and the contributions sum to the stored
+    (translated) map."""
     adata = sc.datasets.pbmc68k_reduced()
     scelm.tl.explain_embedding(adata, "umap", center=center, n_models=2, max_steps=300, store_jacobian=False)
     entry, Y, F = adata.uns["elm_umap"], adata.obsm["X_umap"], adata.obsm["X_elm_umap"]

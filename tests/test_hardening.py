@@ -272,7 +272,7 @@ def test_random_state_takes_scanpys_random_objects(pbmc):
     assert b.uns["elm"]["params"]["random_state"] == np.random.default_rng(3).integers(2**31 - 1)
 
 
-def test_chunk_size_refused_clearly(fitted_pbmc):
+def test_chunk_size_and_random_state_refused_clearly(fitted_pbmc):
     adata = fitted_pbmc
     calls = [
         lambda: scelm.get.contributions(adata, chunk_size=0),

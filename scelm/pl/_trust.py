@@ -50,6 +50,7 @@ def perturbation(
     """
     if key not in adata.uns or "displacement" not in adata.uns[key]:
         raise KeyError(f"No perturbation in adata.uns[{key!r}]; run scelm.tl.perturb first.")
+    random_state = _checks.seed("random_state", random_state)
     res = adata.uns[key]
     Y = embedding_coords(adata, res["params"]["elm_key"])[:, :2]
     cells = adata.obs_names.get_indexer(pd.Index(np.asarray(res["obs_names"]).astype(str)))
@@ -66,7 +67,7 @@ def perturbation(
             m = np.asarray(labels == cat)
             a.scatter(Y[m, 0], Y[m, 1], s=6, color=colors[cat], alpha=0.4, linewidths=0, label=cat, rasterized=True)
         a.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, fontsize=8, markerscale=2)
-    shown = np.random.default_rng(_checks.seed("random_state", random_state)).permutation(len(cells))[:max_arrows]
+    shown = np.random.default_rng(random_state).permutation(len(cells))[:max_arrows]
     a.quiver(start[shown, 0], start[shown, 1], move[shown, 0], move[shown, 1], angles="xy", scale_units="xy",
              scale=1, width=0.002, color="k", alpha=0.5)
     c = start.mean(0)

@@ -67,7 +67,8 @@ def _split(n_obs: int, held_out: float, seed: int) -> tuple[np.ndarray, np.ndarr
 
 def _fidelity(Y: np.ndarray, fitted: np.ndarray, held: np.ndarray, labels, *, max_cells: int = 20_000, seed: int = 0) -> dict:
     """R^2 and 15-NN overlap (each cell's neighbours among all cells, in the map and in the
-    fitted map) for the fitted and the held-out cells; per-group R^2 with labels."""
+    fitted map) for the cells not held out ('train') and the held-out ones; per-group R^2
+    with labels."""
     cells = np.sort(np.random.default_rng(seed).permutation(len(Y))[:max_cells])  # kNN on at most max_cells
     a, b = knn_neighbours(Y[cells]), knn_neighbours(fitted[cells])
     overlap = np.array([len(set(x) & set(y)) / len(x) for x, y in zip(a, b)])
