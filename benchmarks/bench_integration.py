@@ -2,7 +2,7 @@
 integrated graph, with and without ``batch_key``.
 
     python benchmarks/bench_integration.py [--cells 10000 50000] [--graphs harmony bbknn] [--tsne]
-                                           [--batch-effect 0.5] [--zero-reference]
+                                           [--batch-effect 0.5] [--zero-reference] [--start-from-pcs]
     python benchmarks/bench_integration.py --timing 3 [--cells 10000] [--graphs harmony]
 
 Data: ``scelm.datasets.simulate_markers`` with 2 batches (60 batch genes shifted by about
@@ -35,6 +35,9 @@ the medians and their ratio.
 
 With ``--zero-reference``, scelm also runs with ``center=False`` (contributions relative to
 zero expression instead of the mean cell; with and without ``batch_key``).
+
+With ``--start-from-pcs``, scelm also runs started from the uncorrected PCs
+(``init='X_pca'``) instead of the integrated representation's own start.
 
 With ``--tsne``, also openTSNE (perplexity 30) on harmony's PCs against
 ``parametric_tsne(use_rep='X_pca_harmony')``, and ``parametric_tsne(neighbors_key=...)``
@@ -130,7 +133,7 @@ def pseudobulk_top(adata) -> dict[str, list[str]]:
     return out
 
 
-def run(n_cells: int, graph: str, batch_effect: float, centers: list[bool]) -> list[dict]:
+def run(n_cells: int, graph: str, batch_effect: float, centers: list[bool], start_from_pcs: bool = False) -> list[dict]:
     import scanpy as sc
 
     import scelm
@@ -152,6 +155,8 @@ def run(n_cells: int, graph: str, batch_effect: float, centers: list[bool]) -> l
     rep = "X_pca_harmony" if graph == "harmony" else None
     variants = [(f"scelm{'' if c else ', center=False'}{' batch_key' if b else ''}", {"center": c, **({"batch_key": BATCH} if b else {})})
                 for c in centers for b in (False, True)]
+    if start_from_pcs:
+        variants.append(("scelm, init='X_pca'", {"init": "X_pca"}))
     for label, kw in variants:
         ad = adata.copy()
         t0 = time.perf_counter()
@@ -225,6 +230,7 @@ def main() -> None:
     p.add_argument("--tsne", action="store_true")
     p.add_argument("--batch-effect", type=float, default=0.5, help="log-scale shift of the batch genes")
     p.add_argument("--zero-reference", action="store_true", help="also scelm with center=False (contributions relative to zero expression)")
+    p.add_argument("--start-from-pcs", action="store_true", help="also scelm started from the uncorrected PCs (init='X_pca')")
     p.add_argument("--timing", type=int, default=0, help="only time the fit with and without batch_key, this many rounds")
     args = p.parse_args()
     sc.settings.verbosity = 0
@@ -235,7 +241,7 @@ def main() -> None:
     rows = []
     for n in args.cells:
         for graph in args.graphs:
-            new = run(n, graph, args.batch_effect, [True, False] if args.zero_reference else [True])
+            new = run(n, graph, args.batch_effect, [True, False] if args.zero_reference else [True], args.start_from_pcs)
             print_table(new, f"{n} cells, {graph} graph")
             rows += new
     if rows:
