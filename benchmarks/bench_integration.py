@@ -2,7 +2,7 @@
 integrated graph, with and without ``batch_key``.
 
     python benchmarks/bench_integration.py [--cells 10000 50000] [--graphs harmony bbknn] [--tsne]
-                                           [--batch-effect 0.5] [--zero-reference] [--start-from-pcs]
+                                           [--batch-effect 0.5] [--zero-reference] [--variants init=X_pca]
     python benchmarks/bench_integration.py --timing 3 [--cells 10000] [--graphs harmony]
 
 Data: ``scelm.datasets.simulate_markers`` with 2 batches (60 batch genes shifted by about
@@ -36,8 +36,9 @@ the medians and their ratio.
 With ``--zero-reference``, scelm also runs with ``center=False`` (contributions relative to
 zero expression instead of the mean cell; with and without ``batch_key``).
 
-With ``--start-from-pcs``, scelm also runs started from the uncorrected PCs
-(``init='X_pca'``) instead of the integrated representation's own start.
+With ``--variants``, scelm also runs with each given change of its defaults, written as in
+``bench_trust.py --configs`` (``init=X_pca``: started from the uncorrected PCs instead of the
+integrated representation's own start; ``n_epochs=300``, ``hidden=128-128``).
 
 With ``--tsne``, also openTSNE (perplexity 30) on harmony's PCs against
 ``parametric_tsne(use_rep='X_pca_harmony')``, and ``parametric_tsne(neighbors_key=...)``
@@ -57,6 +58,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import alternating_rounds, knn_accuracy, print_table, trustworthiness  # noqa: E402
+from bench_trust import parse_config  # noqa: E402
 
 warnings.filterwarnings("ignore")
 BATCH = "batch"
@@ -133,7 +135,7 @@ def pseudobulk_top(adata) -> dict[str, list[str]]:
     return out
 
 
-def run(n_cells: int, graph: str, batch_effect: float, centers: list[bool], start_from_pcs: bool = False) -> list[dict]:
+def run(n_cells: int, graph: str, batch_effect: float, centers: list[bool], extra: tuple[str, ...] = ()) -> list[dict]:
     import scanpy as sc
 
     import scelm
@@ -155,8 +157,7 @@ def run(n_cells: int, graph: str, batch_effect: float, centers: list[bool], star
     rep = "X_pca_harmony" if graph == "harmony" else None
     variants = [(f"scelm{'' if c else ', center=False'}{' batch_key' if b else ''}", {"center": c, **({"batch_key": BATCH} if b else {})})
                 for c in centers for b in (False, True)]
-    if start_from_pcs:
-        variants.append(("scelm, init='X_pca'", {"init": "X_pca"}))
+    variants += [(f"scelm, {config}", parse_config(config)) for config in extra]
     for label, kw in variants:
         ad = adata.copy()
         t0 = time.perf_counter()
@@ -230,7 +231,7 @@ def main() -> None:
     p.add_argument("--tsne", action="store_true")
     p.add_argument("--batch-effect", type=float, default=0.5, help="log-scale shift of the batch genes")
     p.add_argument("--zero-reference", action="store_true", help="also scelm with center=False (contributions relative to zero expression)")
-    p.add_argument("--start-from-pcs", action="store_true", help="also scelm started from the uncorrected PCs (init='X_pca')")
+    p.add_argument("--variants", nargs="*", default=[], help="also scelm with these changes, e.g. init=X_pca n_epochs=300")
     p.add_argument("--timing", type=int, default=0, help="only time the fit with and without batch_key, this many rounds")
     args = p.parse_args()
     sc.settings.verbosity = 0
@@ -241,7 +242,7 @@ def main() -> None:
     rows = []
     for n in args.cells:
         for graph in args.graphs:
-            new = run(n, graph, args.batch_effect, [True, False] if args.zero_reference else [True], args.start_from_pcs)
+            new = run(n, graph, args.batch_effect, [True, False] if args.zero_reference else [True], tuple(args.variants))
             print_table(new, f"{n} cells, {graph} graph")
             rows += new
     if rows:

@@ -230,3 +230,27 @@ def test_bbknns_graph_starts_from_its_spectral_layout(batches):
     scelm.tl.parametric_umap(ad, **FAST)
     scelm.tl.parametric_umap(spectral, **FAST, init="spectral")
     np.testing.assert_allclose(ad.obsm["X_elm"], spectral.obsm["X_elm"], rtol=1e-6, atol=1e-6)
+
+
+def test_an_integrated_graph_without_batch_key_suggests_it(batches, monkeypatch):
+    """A strong batch effect puts batch genes into the types' rankings unless batch_key is
+    given (docs/integration.md): on an integrated graph the log says so, naming BBKNN's column."""
+    from scanpy import logging as logg
+
+    said = []
+    monkeypatch.setattr(logg, "info", lambda msg, *a, **k: said.append(str(msg)))
+
+    def suggestion(ad, **kw):
+        said.clear()
+        scelm.tl.parametric_umap(ad, **FAST, **kw)
+        return [m for m in said if "batch_key=" in m]
+
+    ad = batches.copy()
+    sc.pp.pca(ad, n_comps=10)
+    sc.pp.neighbors(ad, use_rep="X_pca")  # the genes' own PCs: not integrated
+    assert suggestion(ad) == []
+    sc.pp.neighbors(ad, use_rep="X_clean")
+    assert len(hint := suggestion(ad)) == 1 and "<the obs column of the batches>" in hint[0]
+    assert suggestion(ad, batch_key="batch") == []
+    ad.uns["neighbors"]["params"]["bbknn"] = {"batch_key": "batch"}
+    assert "batch_key='batch'" in suggestion(ad)[0]

@@ -98,6 +98,8 @@ def fit_embedding(adata: AnnData, p, dev, *, edges_of: Callable, objective, what
     seeds = p.member_seeds()
     stack = StackedEncoder.random(front_end.n_in, p.hidden, p.n_components, seeds=seeds, activation=p.activation)
     space, graph_only = graph_space(adata, p.init, rep, z, resolved["graph"])
+    if p.batch_key is None and (graph_only or space is not z):  # the graph comes from an integrated space
+        _suggest_batch_key(adata, resolved["graph"])
     layout = start_layout(adata, p.init, space, edges, p.n_components, p.random_state, graph_only=graph_only)
     stack, history = train_members(
         stack, z, edges, config, member_seeds=seeds, layout=layout, device=dev, seed=p.random_state,
@@ -111,6 +113,19 @@ def fit_embedding(adata: AnnData, p, dev, *, edges_of: Callable, objective, what
     model = ELMModel.from_members(front_end, stack, align_on=align_on)
     _warn_misfits(model.member_r2)
     return StoredModel(genes, model, params, history), X
+
+
+def _suggest_batch_key(adata: AnnData, graph_source: str) -> None:
+    """On an integrated graph the encoder still reads the batches' shifts: with a strong batch
+    effect, batch genes then enter the cell types' explanations unless ``batch_key`` removes
+    them (docs/integration.md). Name the batch column where BBKNN recorded it."""
+    from ._graph import stored_graph_params
+
+    key = None
+    if graph_source.startswith("uns:"):
+        key = (stored_graph_params(adata, graph_source.removeprefix("uns:")).get("bbknn") or {}).get("batch_key")
+    column = repr(key) if isinstance(key, str) else "<the obs column of the batches>"
+    logg.info(f"    the graph is integrated: pass batch_key={column} to keep batch genes out of the explanations")
 
 
 def _without_batch_shifts(adata: AnnData, batch_key: str, front_end, z: np.ndarray, edges):
