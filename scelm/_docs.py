@@ -69,7 +69,9 @@ batch_key
     batches, which join cells of one type once the graph is integrated (build it on
     ``use_rep='X_pca_harmony'``, scVI or BBKNN first), and projected out of the front
     end: the model still reads genes only, stays exact, needs no batch label to embed
-    new cells, and batch genes keep only the part of their signal that is not the shift
+    new cells, and batch genes keep only the part of their signal that is not the shift.
+    Pass it for cells from several batches: with a strong batch effect, batch genes
+    otherwise enter the cell types' explanations, even where the map mixes the batches
     (see ``docs/integration.md``).
 center
     Explain relative to the mean cell. ``True`` (default) applies the front end to
