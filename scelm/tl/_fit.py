@@ -125,7 +125,7 @@ def _suggest_batch_key(adata: AnnData, graph_source: str) -> None:
     if graph_source.startswith("uns:"):
         key = (stored_graph_params(adata, graph_source.removeprefix("uns:")).get("bbknn") or {}).get("batch_key")
     column = repr(key) if isinstance(key, str) else "<the obs column of the batches>"
-    logg.info(f"    the graph is integrated: pass batch_key={column} to keep batch genes out of the explanations")
+    logg.info(f"    if the cells come from several batches, pass batch_key={column} to keep batch genes out of the explanations")
 
 
 def _without_batch_shifts(adata: AnnData, batch_key: str, front_end, z: np.ndarray, edges):
