@@ -16,15 +16,15 @@ mask_var
 
 doc_training = """\
 train_batch_size
-    Cells per training step. ``None``: full batch up to 4,096 cells, else about 20
-    blocks per epoch of at least 1,024 cells. Each step encodes one block and uses the
-    latest embedding of the other cells; more blocks mean more optimizer steps per
-    epoch at about the same cost, and activations held for one block only (see
-    ``docs/scale.md``). A value ``>= n_obs`` trains full batch. It changes no other
-    default.
+    Cells per training step. ``None``: full batch up to 4,096 cells, else blocks of
+    1,024 cells. Each step encodes one block and uses the latest embedding of the other
+    cells; more blocks mean more optimizer steps per epoch at about the same cost, and
+    activations held for one block only (see ``docs/scale.md``). A value ``>= n_obs``
+    trains full batch. It changes no other default: the default epochs and learning
+    rate assume the default blocks.
 learning_rate
     Adam's learning rate, linearly decayed to zero. ``None``: 0.01 up to 10,240 cells,
-    then lower in proportion to the default blocks per epoch, 0.005 from 20,000 cells on,
+    then lower in proportion to the default optimizer steps, 0.005 from 20,000 cells on,
     so that a large fit moves its weights no further than a 10,000-cell fit (at 50,000
     simulated cells the map closest to ``sc.tl.umap``'s, with rankings as stable as twice
     or half the rate; see ``docs/trust.md``). With ``center=False``, whose rankings vary

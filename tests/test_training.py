@@ -56,20 +56,23 @@ def _fit(z, edges, batch_size, n_epochs=30, members=1, seed=0, threads=1, hidden
 def test_default_batch_size_is_full_batch_for_small_data():
     assert default_batch_size(700) == 700
     assert default_batch_size(4096) == 4096
-    assert default_batch_size(10_000) == 1024
-    assert default_batch_size(100_000) == 5000
-    assert default_batch_size(1_000_000) == 50_000
+    for n_obs in (10_000, 100_000, 1_000_000):
+        assert default_batch_size(n_obs) == 1024
 
 
-def test_default_learning_rate_keeps_a_10000_cell_fits_rate_times_steps():
-    from scelm.tl._fit_params import default_learning_rate
+def test_default_schedule_keeps_the_steps_and_their_rate_times_steps():
+    from scelm.tl._fit_params import default_epochs, default_learning_rate
 
     for n_obs in (700, 4096, 10_000, 10_240):
         assert default_learning_rate(n_obs) == 1e-2
-    for n_obs in (15_000, 20_000, 50_000, 1_000_000):  # learning rate x blocks per epoch stays 0.1
-        blocks = -(-n_obs // default_batch_size(n_obs))
-        assert default_learning_rate(n_obs) * blocks == pytest.approx(0.1)
-    assert default_learning_rate(50_000) == pytest.approx(5e-3)
+    assert default_epochs(10_000, "pca") == default_epochs(20_000, "pca") == 200
+    for n_obs in (15_000, 20_000, 50_000, 200_000, 1_000_000):
+        steps = -(-n_obs // default_batch_size(n_obs)) * default_epochs(n_obs, "pca")
+        assert default_learning_rate(n_obs) * steps == pytest.approx(20)  # a 10,000-cell fit's: 2,000 steps at 0.01
+        if n_obs > 20_480:  # the work stops growing with the cells: about 4,000 steps
+            assert steps == pytest.approx(4000, rel=0.03)
+    assert default_epochs(50_000, "pca") == 82
+    assert default_learning_rate(50_000) == pytest.approx(5e-3, rel=0.01)
 
 
 def test_plan_lists_every_edge_under_each_block_it_touches():

@@ -27,7 +27,8 @@ DEFAULT_NEIGHBORS = 15
 MEMBERS_BY_SIZE = ((4096, 10),)  # (up to n_obs cells, members); above: MEMBERS_ABOVE
 MEMBERS_ABOVE = 4
 BASE_LEARNING_RATE = 1e-2
-REFERENCE_BLOCKS = 10  # blocks per epoch of a 10,000-cell fit, whose stability the rate keeps
+REFERENCE_STEPS = 2000  # optimizer steps of a 10,000-cell fit, whose stability the rate keeps
+MAX_BLOCK_EPOCHS = 200
 
 
 def default_members(n_obs: int) -> int:
@@ -41,29 +42,35 @@ def default_epochs(n_obs: int, init: str) -> int:
     #   [300, 400], which keeps 400 near 4,096 cells. From random weights the map needs
     #   longer to settle (umap-learn: 500), 600;
     # - in blocks, 200 epochs come within 0.011 of 300 at 10,000 cells, whose rankings agree
-    #   across seeds at 0.57 against 200's 0.79.
+    #   across seeds at 0.57 against 200's 0.79. Above 20,480 cells, where 200 epochs would
+    #   take more than BLOCK_STEPS steps, the epochs fall so that the steps stay about
+    #   BLOCK_STEPS (bench_trust.py; docs/trust.md).
     # A function of n_obs alone, so that train_batch_size changes nothing else.
-    from .._core.train import FULL_BATCH_MAX
+    from .._core.train import BLOCK_STEPS, FULL_BATCH_MAX
 
     if n_obs <= FULL_BATCH_MAX:
         return 600 if init == "random" else int(np.clip(round(n_obs / 10), 300, 400))
-    return 200
+    return max(1, min(MAX_BLOCK_EPOCHS, round(BLOCK_STEPS / _default_blocks(n_obs))))
 
 
 def default_learning_rate(n_obs: int) -> float:
     # Where the weights settle depends more on the seed the further they travel, which grows
     # with the learning rate times the optimizer steps. A 10,000-cell fit takes 2,000 steps
-    # (10 blocks an epoch, 200 epochs); from 20,000 cells on the default blocks double that.
+    # (10 blocks an epoch, 200 epochs); from 20,000 cells on the default steps double that.
     # Scaling the rate down to keep the 10,000-cell fit's product (bench_trust.py, 3 seeds;
     # docs/trust.md): with center=False it lifted top-10 agreement across seeds from 0.48 to
     # 0.64 at 50,000 simulated cells and 0.22 to 0.44 at 200,000; with the mean cell as the
     # reference 0.01, 0.005 and 0.0025 agree alike at 50,000 cells (0.89-0.91) and 0.005
     # draws the map closest to sc.tl.umap's (trustworthiness 0.930 against 0.925, 0.924).
     # A function of n_obs alone, like default_epochs.
+    steps = _default_blocks(n_obs) * default_epochs(n_obs, "pca")
+    return BASE_LEARNING_RATE * min(1.0, REFERENCE_STEPS / steps)
+
+
+def _default_blocks(n_obs: int) -> int:
     from .._core.train import default_batch_size
 
-    blocks = math.ceil(n_obs / default_batch_size(n_obs))
-    return BASE_LEARNING_RATE * min(1.0, REFERENCE_BLOCKS / blocks)
+    return math.ceil(n_obs / default_batch_size(n_obs))
 
 
 def _check_init(adata: AnnData, init, n_components: int) -> str:

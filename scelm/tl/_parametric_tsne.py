@@ -98,7 +98,8 @@ def parametric_tsne(
         perplexity-based affinities built here.
     n_epochs
         Passes over all cells. Default: twice :func:`scelm.tl.parametric_umap`'s where
-        training is full batch (600 to 800 up to 4,096 cells), 200 above.
+        training is full batch (600 to 800 up to 4,096 cells), the same above (200 up to
+        20,480 cells, then about 4,000 steps of 1,024 cells in all).
     {doc_training}
     negative_sample_rate
         Uniform negative samples per cell and step that estimate the repulsion.
