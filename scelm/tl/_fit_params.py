@@ -20,7 +20,7 @@ from .._core.options import ACTIVATIONS, INITS, KNN_METHODS, PRECISIONS
 # members, as the time does (3 seeds, mean-cell reference): pbmc68k_reduced 0.78 (10
 # members), 0.86 (20, 1.6x the time); 10,000 simulated cells 0.83 (4), 0.94 (10, 2.3x),
 # 0.96 (20, 4.6x); 50,000 cells 0.89 (4), 0.91 (10, 2.3x). Each member costs about half a
-# one-model fit on 2 cores: above full batch, 4 members keep the fit within 2.1-3.4x
+# one-model fit on 2 cores: above full batch, 4 members keep the fit within 0.5-2.2x
 # sc.tl.umap's time from 10,000 to 200,000 cells (docs/benchmarks.md).
 DEFAULT_HIDDEN = (64, 64)
 DEFAULT_NEIGHBORS = 15
@@ -60,8 +60,9 @@ def default_learning_rate(n_obs: int) -> float:
     # Scaling the rate down to keep the 10,000-cell fit's product (bench_trust.py, 3 seeds;
     # docs/trust.md): with center=False it lifted top-10 agreement across seeds from 0.48 to
     # 0.64 at 50,000 simulated cells and 0.22 to 0.44 at 200,000; with the mean cell as the
-    # reference 0.01, 0.005 and 0.0025 agree alike at 50,000 cells (0.89-0.91) and 0.005
-    # draws the map closest to sc.tl.umap's (trustworthiness 0.930 against 0.925, 0.924).
+    # reference 0.01, 0.005 and 0.0025 agree alike at 50,000 cells (0.89-0.91; 2,500-cell
+    # blocks) and 0.005 draws the map closest to sc.tl.umap's (trustworthiness 0.930
+    # against 0.925, 0.924).
     # A function of n_obs alone, like default_epochs.
     steps = _default_blocks(n_obs) * default_epochs(n_obs, "pca")
     return BASE_LEARNING_RATE * min(1.0, REFERENCE_STEPS / steps)
