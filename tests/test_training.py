@@ -69,9 +69,10 @@ def test_default_schedule_keeps_the_steps_and_their_rate_times_steps():
     for n_obs in (15_000, 20_000, 50_000, 200_000, 1_000_000):
         steps = -(-n_obs // default_batch_size(n_obs)) * default_epochs(n_obs, "pca")
         assert default_learning_rate(n_obs) * steps == pytest.approx(20)  # a 10,000-cell fit's: 2,000 steps at 0.01
-        if n_obs > 20_480:  # the work stops growing with the cells: about 4,000 steps
+        if 20_480 < n_obs <= 200_000:  # the work stops growing with the cells: about 4,000 steps
             assert steps == pytest.approx(4000, rel=0.03)
     assert default_epochs(50_000, "pca") == 82
+    assert default_epochs(200_000, "pca") == default_epochs(1_000_000, "pca") == 20  # at least 20 passes
     assert default_learning_rate(50_000) == pytest.approx(5e-3, rel=0.01)
 
 

@@ -28,7 +28,7 @@ MEMBERS_BY_SIZE = ((4096, 10),)  # (up to n_obs cells, members); above: MEMBERS_
 MEMBERS_ABOVE = 4
 BASE_LEARNING_RATE = 1e-2
 REFERENCE_STEPS = 2000  # optimizer steps of a 10,000-cell fit, whose stability the rate keeps
-MAX_BLOCK_EPOCHS = 200
+MAX_BLOCK_EPOCHS, MIN_BLOCK_EPOCHS = 200, 20
 
 
 def default_members(n_obs: int) -> int:
@@ -44,13 +44,16 @@ def default_epochs(n_obs: int, init: str) -> int:
     # - in blocks, 200 epochs come within 0.011 of 300 at 10,000 cells, whose rankings agree
     #   across seeds at 0.57 against 200's 0.79. Above 20,480 cells, where 200 epochs would
     #   take more than BLOCK_STEPS steps, the epochs fall so that the steps stay about
-    #   BLOCK_STEPS (bench_trust.py; docs/trust.md).
+    #   BLOCK_STEPS (bench_trust.py; docs/trust.md), but not below MIN_BLOCK_EPOCHS: each
+    #   epoch refreshes the cached places of the cells a step reads, and at a million cells
+    #   4 epochs drew a map 0.03 less trustworthy than umap-learn's (bench_scale.py --atlas),
+    #   where 20 at 200,000 cells came within 0.009.
     # A function of n_obs alone, so that train_batch_size changes nothing else.
     from .._core.train import BLOCK_STEPS, FULL_BATCH_MAX
 
     if n_obs <= FULL_BATCH_MAX:
         return 600 if init == "random" else int(np.clip(round(n_obs / 10), 300, 400))
-    return max(1, min(MAX_BLOCK_EPOCHS, round(BLOCK_STEPS / _default_blocks(n_obs))))
+    return int(np.clip(round(BLOCK_STEPS / _default_blocks(n_obs)), MIN_BLOCK_EPOCHS, MAX_BLOCK_EPOCHS))
 
 
 def default_learning_rate(n_obs: int) -> float:
