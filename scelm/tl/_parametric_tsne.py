@@ -99,7 +99,7 @@ def parametric_tsne(
     n_epochs
         Passes over all cells. Default: twice :func:`scelm.tl.parametric_umap`'s where
         training is full batch (600 to 800 up to 4,096 cells), the same above (200 up to
-        20,480 cells, then about 4,000 steps of 1,024 cells in all).
+        20,480 cells, then about 4,000 steps of 1,024 cells in all, but at least 20).
     {doc_training}
     negative_sample_rate
         Uniform negative samples per cell and step that estimate the repulsion.

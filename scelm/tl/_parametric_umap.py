@@ -93,8 +93,8 @@ def parametric_umap(
         training is full batch by default, one step per epoch) ``n_obs / 10`` clipped to
         [300, 400] from a starting layout and 600 from ``init='random'``; above, 200 up to
         20,480 cells, then fewer, so that training takes about 4,000 steps of 1,024 cells
-        whatever the size (82 epochs at 50,000 cells, 20 at 200,000). umap-learn uses
-        500 / 200.
+        (82 epochs at 50,000 cells), but at least 20 (from about 200,000 cells on).
+        umap-learn uses 500 / 200.
     {doc_training}
     negative_sample_rate
         Uniform negative samples per cell and step, weighted by the cell's degree.
