@@ -24,8 +24,9 @@ train_batch_size
     rate assume the default blocks.
 learning_rate
     Adam's learning rate, linearly decayed to zero. ``None``: 0.01 up to 10,240 cells,
-    then lower in proportion to the default optimizer steps, 0.005 from 20,000 cells on,
-    so that a large fit moves its weights no further than a 10,000-cell fit (at 50,000
+    then lower in proportion to the default optimizer steps, 0.005 from 20,000 to 200,000
+    cells (0.001 at a million, trained for 20 epochs), so that a large fit moves its
+    weights no further than a 10,000-cell fit (at 50,000
     simulated cells the map closest to ``sc.tl.umap``'s, with rankings as stable as twice
     or half the rate; see ``docs/trust.md``). With ``center=False``, whose rankings vary
     more with the seed, half of that (0.0025) from 20,000 cells on trades some of the map
