@@ -48,14 +48,12 @@ from .loss import Pairs, TSNEObjective, UMAPObjective, negative_weight
 PROGRESS_EVERY = 25
 # Defaults measured on simulated data from 1,000 to 200,000 cells (bench_scale.py,
 # bench_trust.py): blocks do not help below a few thousand cells and only add per-step
-# overhead; above, blocks of MIN_BLOCK cells, for about BLOCK_STEPS steps in all but at
-# least 20 epochs (default_epochs in scelm.tl._fit_params), so the training's work stays
-# the same from 20,000 to 200,000 cells. At 50,000 cells 1,024-cell blocks for 80 epochs (3,900 steps) matched 20 blocks of
-# 2,500 for 200 epochs (4,000 steps) in trustworthiness and agreement across seeds, in 60%
-# of the time.
+# overhead; above, blocks of MIN_BLOCK cells (their number of epochs: default_epochs in
+# scelm.tl._fit_params). At 50,000 cells 1,024-cell blocks for 80 epochs (3,900 steps)
+# matched 20 blocks of 2,500 for 200 epochs (4,000 steps) in trustworthiness and agreement
+# across seeds, in 60% of the time.
 FULL_BATCH_MAX = 4096
 MIN_BLOCK = 1024
-BLOCK_STEPS = 4000
 # Adam steps regressing the encoder onto its starting layout before the UMAP phase (100 and
 # 300 gave the same stability and quality on pbmc68k_reduced; 100 costs a third).
 LAYOUT_STEPS = 100

@@ -28,6 +28,8 @@ MEMBERS_BY_SIZE = ((4096, 10),)  # (up to n_obs cells, members); above: MEMBERS_
 MEMBERS_ABOVE = 4
 BASE_LEARNING_RATE = 1e-2
 REFERENCE_STEPS = 2000  # optimizer steps of a 10,000-cell fit, whose stability the rate keeps
+# In blocks: about BLOCK_STEPS optimizer steps, in MIN_BLOCK_EPOCHS to MAX_BLOCK_EPOCHS epochs.
+BLOCK_STEPS = 4000
 MAX_BLOCK_EPOCHS, MIN_BLOCK_EPOCHS = 200, 20
 
 
@@ -49,7 +51,7 @@ def default_epochs(n_obs: int, init: str) -> int:
     #   4 epochs drew a map 0.03 less trustworthy than umap-learn's (bench_scale.py --atlas),
     #   where 20 at 200,000 cells came within 0.009.
     # A function of n_obs alone, so that train_batch_size changes nothing else.
-    from .._core.train import BLOCK_STEPS, FULL_BATCH_MAX
+    from .._core.train import FULL_BATCH_MAX
 
     if n_obs <= FULL_BATCH_MAX:
         return 600 if init == "random" else int(np.clip(round(n_obs / 10), 300, 400))
