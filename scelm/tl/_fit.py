@@ -53,7 +53,7 @@ def graph_space(adata: AnnData, init: str, rep: np.ndarray | None, z: np.ndarray
     if rep is not None:
         return rep, False
     built_on, bbknn = stored_graph_space(adata, graph_source)
-    if bbknn:
+    if bbknn is not None:
         if init == "pca":
             logg.info("    starting from the spectral layout of BBKNN's graph, which joins batches that no single space joins")
         return z, True
@@ -119,11 +119,9 @@ def _suggest_batch_key(adata: AnnData, graph_source: str) -> None:
     """On an integrated graph the encoder still reads the batches' shifts: with a strong batch
     effect, batch genes then enter the cell types' explanations unless ``batch_key`` removes
     them (docs/integration.md). Name the batch column where BBKNN recorded it."""
-    from ._graph import stored_graph_params
+    from ._graph import stored_graph_space
 
-    key = None
-    if graph_source.startswith("uns:"):
-        key = (stored_graph_params(adata, graph_source.removeprefix("uns:")).get("bbknn") or {}).get("batch_key")
+    key = (stored_graph_space(adata, graph_source)[1] or {}).get("batch_key")
     column = repr(key) if isinstance(key, str) else "<the obs column of the batches>"
     logg.info(f"    if the cells come from several batches, pass batch_key={column} to keep batch genes out of the explanations")
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 from anndata import AnnData
 from scanpy import logging as logg
@@ -98,23 +100,25 @@ def graph_edges(adata: AnnData, z: np.ndarray, space_name: str, p, *, device) ->
     return edges_from_connectivities(C), source, k
 
 
-def stored_graph_space(adata: AnnData, graph_source: str) -> tuple[str | None, bool]:
+def stored_graph_space(adata: AnnData, graph_source: str) -> tuple[str | None, dict | None]:
     """What a stored graph was built on, for the starting layout: the ``obsm`` key of an
     integrated representation without gene loadings (``sc.pp.neighbors(use_rep='X_pca_harmony')``
     records it in its params) or None (scelm's own graph, or one built on the genes' PCs), and
-    whether it is BBKNN's batch-balanced graph (a kNN graph of no single space)."""
+    the parameters BBKNN recorded where it is BBKNN's batch-balanced graph (a kNN graph of no
+    single space), else None."""
     from .._input import rep_loadings
 
     if not graph_source.startswith("uns:"):
-        return None, False
+        return None, None
     params = stored_graph_params(adata, graph_source.removeprefix("uns:"))
     if "bbknn" in params:
-        return None, True
+        recorded = params["bbknn"]
+        return None, dict(recorded) if isinstance(recorded, Mapping) else {}
     use_rep = params.get("use_rep")
     if not isinstance(use_rep, str) or use_rep not in adata.obsm:
-        return None, False
+        return None, None
     try:
         linear = rep_loadings(adata, use_rep) is not None
     except ValueError:  # loadings of another shape: still a linear representation of the genes
         linear = True
-    return (None if linear else use_rep), False
+    return (None if linear else use_rep), None
